@@ -1,0 +1,159 @@
+"""The `nnlab` command: train, evaluate, predict, data, models, demo.
+
+A user mistake (`NnlabError`, a bad flag) prints one line on stderr and exits with 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nnlab.errors import NnlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="nnlab: train, compare and use classic CNN and RNN models.")
+data_app = typer.Typer(no_args_is_help=True, help="Get data sets.")
+app.add_typer(data_app, name="data")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@app.command()
+def train(
+    task: Annotated[str | None, typer.Argument(help="image")] = None,
+    model: Annotated[str | None, typer.Option(help="registered model name (see `nnlab models`)")] = None,
+    data: Annotated[str | None, typer.Option(help="data folder/archive, or 'generated'")] = None,
+    epochs: Annotated[int | None, typer.Option(help="number of epochs")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value")] = None,
+    config: Annotated[str | None, typer.Option(help="TOML config file")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="new run folder")] = None,
+    resume: Annotated[str | None, typer.Option(help="run folder to resume")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a model into a new run folder, or resume one (--resume RUN_DIR)."""
+    from nnlab import experiment
+
+    if resume:
+        if any(v is not None for v in (task, model, data, epochs, config, out_dir)) or set_:
+            raise NnlabError("--resume RUN_DIR takes no other options: the run's config is reused")
+        experiment.resume_run(resume, err, progress=not quiet)
+        return
+    if not out_dir:
+        raise NnlabError("--out RUN_DIR: required (a new folder for the run)")
+    cfg = experiment.resolve_config(task, model, config, data, epochs, set_)
+    experiment.train_run(cfg, out_dir, err, progress=not quiet)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[str, typer.Argument(help="run folder")],
+    data: Annotated[str | None, typer.Option(help="other labelled data (classes matched by name)")] = None,
+    split: Annotated[str | None, typer.Option(help="val | test | all")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Evaluate a run's best weights (validation split by default)."""
+    from nnlab import experiment
+
+    result = experiment.evaluate_run(run_dir, data, split, device)
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} images): "
+              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    for name, m in result["per_class"].items():
+        acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.4f}"
+        out.print(f"  {name:>14}  accuracy {acc}  ({m['support']} images)")
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[str, typer.Argument(help="run folder")],
+    files: Annotated[list[str], typer.Argument(help="image files")],
+    top_k: Annotated[int, typer.Option(help="classes to show per image")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Top-k classes with probabilities for each image file."""
+    from nnlab import experiment
+
+    results = experiment.predict_images(run_dir, files, top_k, device)
+    if as_json:
+        print(json.dumps(results))
+        return
+    for r in results:
+        ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+        out.print(f"{r['file']}: {ranked}")
+
+
+@app.command("models")
+def list_models(
+    name: Annotated[str | None, typer.Argument(help="a model to describe")] = None,
+    input_shape: Annotated[str, typer.Option(help="C,H,W for images")] = "3,32,32",
+    classes: Annotated[int, typer.Option(help="number of classes")] = 10,
+) -> None:
+    """List registered models by task, or describe one (options, recipe, parameters)."""
+    from nnlab import models
+
+    if name is None:
+        for task in sorted({models.get(n).task for n in models.names()}):
+            out.print(f"[bold]{task}[/]")
+            for n in models.names(task):
+                out.print(f"  {n:<24} {models.get(n).description}")
+        return
+    entry = models.get(name)
+    try:
+        c, h, w = (int(v) for v in input_shape.split(","))
+    except ValueError:
+        raise NnlabError(f"--input-shape {input_shape}: expected C,H,W") from None
+    net = models.create(name, entry.task, {}, in_channels=c, num_classes=classes, image_size=(h, w))
+    out.print(f"[bold]{name}[/] ({entry.task}): {entry.description}")
+    out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
+    out.print(f"options: {models.options(name, ('in_channels', 'num_classes', 'image_size'))}")
+    out.print(f"recipe: {entry.recipe}")
+    out.print(str(net))
+
+
+@data_app.command("get")
+def data_get(name: Annotated[str, typer.Argument(help="cifar10")]) -> None:
+    """Download an official archive into the cache (sha256-checked)."""
+    from nnlab.data.download import fetch
+
+    path = fetch(name)
+    out.print(f"{name}: {path}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[str, typer.Option("--out", help="folder for the runs and the report")] = "runs/demo",
+    data: Annotated[str | None, typer.Option(help="image data; default: $NNLAB_DATA or generated")] = None,
+) -> None:
+    """Train, evaluate and compare the quick image variants; write a report."""
+    from nnlab import demo as demo_mod
+
+    report = demo_mod.run_demo(Path(out_dir), data, err)
+    out.print(f"report: {report}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except NnlabError as e:
+        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.TyperException as e:  # bad flags: one line, not a usage panel
+        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,54 @@
+"""Device, precision and memory-format choices, made once per run from the config.
+
+On CUDA the defaults are bf16 autocast and channels-last (tensor cores want both); on CPU
+they are fp32 and contiguous, since bf16 there changes numbers and must be asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from nnlab.config import TrainConfig
+from nnlab.errors import NnlabError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: full precision
+    channels_last: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise NnlabError(f"train.device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NnlabError(f"train.device: {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def make_runtime(cfg: TrainConfig) -> Runtime:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    on_cuda = device.type == "cuda"
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if on_cuda else "fp32")
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
+    amp = torch.bfloat16 if precision == "bf16" else None
+    return Runtime(device=device, amp_dtype=amp, channels_last=channels_last)

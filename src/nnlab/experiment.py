@@ -1,0 +1,221 @@
+"""Train, evaluate and predict with run folders: the steps the CLI and the demo share.
+
+This is the middle floor: it ties config, data, tasks, the training loop and run folders
+together, so `cli.py` only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from nnlab import config as config_mod
+from nnlab import models, plots
+from nnlab.config import RunConfig
+from nnlab.data.image_folder import decode_image
+from nnlab.data.images import ImageSource, load_images
+from nnlab.data.locate import require_data
+from nnlab.device import Runtime, make_runtime
+from nnlab.errors import NnlabError
+from nnlab.runs import RunDir, atomic_write_json
+from nnlab.tasks.image import ImageTask, build_classifier, evaluate_images, match_classes
+from nnlab.train import Trainer
+
+TASKS = {"image": ImageTask}
+
+
+def resolve_config(task: str | None, model: str | None, config_file: str | None = None,
+                   data: str | None = None, epochs: int | None = None,
+                   sets: list[str] | None = None) -> RunConfig:
+    """defaults < model recipe < config file < --data/--epochs < --set, validated."""
+    raw = config_mod.load_toml(config_file) if config_file else {}
+    source = config_file or "config"
+    task = task or raw.get("task")
+    if task not in TASKS:
+        raise NnlabError(f"task {task!r}: unknown task (choose from {', '.join(TASKS)})")
+    model = model or raw.get("model", {}).get("name")
+    if not model:
+        raise NnlabError(f"--model: required (models for {task}: {', '.join(models.names(task))})")
+    entry = models.get(model, task)
+    cfg = RunConfig(task=task)
+    cfg.model.name = entry.name
+    for key, value in entry.recipe.items():
+        config_mod.set_value(cfg, key, value, f"recipe of {model}")
+    config_mod.apply_nested(cfg, raw, source)
+    cfg.task, cfg.model.name = task, entry.name
+    if data is not None:
+        cfg.data.path = data
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    for text in sets or []:
+        key, value = config_mod.parse_assignment(text)
+        config_mod.set_value(cfg, key, value)
+    models.get(cfg.model.name, task)  # --set model.name=... must name a model too
+    config_mod.check_choices(cfg)
+    return cfg
+
+
+def train_run(cfg: RunConfig, out: str | Path, console: Console,
+              source: ImageSource | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train a new run into `out`. Nothing is written until data and model are known good."""
+    run = RunDir(out)
+    if run.path.exists() and any(run.path.iterdir()):
+        RunDir.create(out)  # raises the "folder exists" error
+    if source is None:
+        cfg.data.path = require_data(cfg.task, cfg.data.path)
+    runtime = make_runtime(cfg.train)
+    task = TASKS[cfg.task](cfg, runtime, source=source)
+    trainer = Trainer(task, cfg, runtime, run, console=console, progress=progress)
+    run = RunDir.create(out)
+    trainer.run = run
+    run.write_config({
+        "config": cfg.to_dict(), "task_info": task.info(),
+        "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    _describe(console, cfg, task, runtime, trainer)
+    return _fit_and_finish(trainer, task, run, console)
+
+
+def resume_run(out: str | Path, console: Console, progress: bool = True) -> dict[str, Any]:
+    run = RunDir.open(out)
+    if run.finished:
+        raise NnlabError(f"{run.path}: run already finished (summary.json exists)")
+    saved = run.read_config()
+    cfg = config_mod.from_dict(saved["config"], str(run.path / "config.json"))
+    runtime = make_runtime(cfg.train)
+    task = TASKS[cfg.task](cfg, runtime)
+    _check_same_data(task.info(), saved["task_info"], run)
+    trainer = Trainer(task, cfg, runtime, run, console=console, progress=progress)
+    trainer.restore()
+    return _fit_and_finish(trainer, task, run, console)
+
+
+def _check_same_data(now: dict, saved: dict, run: RunDir) -> None:
+    if now["data"]["fingerprint"] != saved["data"]["fingerprint"]:
+        raise NnlabError(f"{run.path}: the data at {saved['data']['path']} changed since the run "
+                         "started; resuming would not reproduce it")
+
+
+def _describe(console: Console, cfg: RunConfig, task, runtime: Runtime, trainer: Trainer) -> None:
+    info = task.info()
+    d = info["data"]
+    params = sum(p.numel() for p in trainer.model.parameters())
+    console.print(
+        f"[bold]{cfg.model.name}[/] on {d['path']} ({d['format']}): {d['train_examples']:,} train / "
+        f"{d['val_examples']:,} validation {task.unit}; {params:,} parameters; "
+        f"{runtime.device} {'bf16' if runtime.amp_dtype else 'fp32'}"
+        f"{' channels-last' if runtime.channels_last else ''}; {cfg.optim.name} lr {cfg.optim.lr:g}, "
+        f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
+
+
+def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> dict[str, Any]:
+    summary = trainer.fit()
+    # the figures that matter are those of the best weights, not of the last epoch
+    trainer.model.load_state_dict(run.load_best())
+    val = task.evaluate(trainer.model, "val", detailed=True)
+    atomic_write_json(run.path / "eval" / "val.json", val)
+    summary["val"] = {k: v for k, v in val.items() if k not in ("confusion", "classes")}
+    history = run.read_metrics()
+    plots.training_curves(history, task.main_metric, run.plots / "curves.png",
+                          title=f"{trainer.cfg.model.name}")
+    if "confusion" in val:
+        plots.confusion(val["confusion"], val["classes"], run.plots / "confusion_val.png",
+                        title=f"{trainer.cfg.model.name}: validation, best epoch")
+    run.write_summary(summary)
+    console.print(f"best epoch {summary['best_epoch']}: validation {task.main_metric} "
+                  f"{val[task.main_metric]:.4f}, loss {val['loss']:.4f}; run folder {run.path}")
+    return summary
+
+
+# -- using a finished (or running) run ------------------------------------------------------
+def load_run(path: str | Path, device: str = "auto") -> tuple[RunDir, RunConfig, dict, torch.nn.Module, Runtime]:
+    run = RunDir.open(path)
+    saved = run.read_config()
+    cfg = config_mod.from_dict(saved["config"], str(run.path / "config.json"))
+    cfg.train.device = device
+    runtime = make_runtime(cfg.train)
+    info = saved["task_info"]
+    model = build_classifier(cfg, info)
+    try:
+        model.load_state_dict(run.load_best())
+    except RuntimeError as e:
+        raise NnlabError(f"{run.path}: weights do not fit the model in config.json ({e})") from None
+    model.to(runtime.device).eval()
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return run, cfg, info, model, runtime
+
+
+def evaluate_run(path: str | Path, data: str | None = None, split: str | None = None,
+                 device: str = "auto") -> dict[str, Any]:
+    """Metrics of the run's best weights on its validation split, or on other labelled data.
+
+    Without --data: `val` (default) re-creates the run's validation split; `test` uses the
+    run data's test part. With --data: `all` (default) uses every labelled image there,
+    `test` its test part, `val` the same carve-out as training would make.
+    """
+    run, cfg, info, model, runtime = load_run(path, device)
+    split = split or ("all" if data else "val")
+    if split not in ("val", "test", "all"):
+        raise NnlabError(f"--split {split}: unknown split (val, test, all)")
+    if data is None:
+        if info["data"]["path"] != "generated" and not Path(info["data"]["path"]).exists():
+            raise NnlabError(f"{info['data']['path']}: the run's data is gone; pass --data PATH")
+        data = info["data"]["path"]
+    source = load_images(data)
+    where = source.path
+    if split == "test":
+        if source.test is None:
+            raise NnlabError(f"{where}: this data has no test split")
+        images = source.test
+    elif split == "all":
+        images = source.train
+        if source.test is not None:
+            images = type(images)(torch.cat([images.images, source.test.images]),
+                                  torch.cat([images.labels, source.test.labels]), images.classes)
+    else:
+        cfg.data.path = data
+        images = ImageTask(cfg, runtime, source=source).val
+    images = match_classes(images, info["classes"], where)
+    if list(images.shape) != list(info["image_shape"]):
+        raise NnlabError(f"{where}: images are {tuple(images.shape)} (C, H, W), the run was "
+                         f"trained on {tuple(info['image_shape'])}")
+    result = evaluate_images(model, images, runtime, cfg.data.eval_batch_size, detailed=True)
+    result |= {"run": str(run.path), "model": cfg.model.name, "data": where, "split": split}
+    return result
+
+
+def predict_images(path: str | Path, files: list[str], top_k: int = 3,
+                   device: str = "auto") -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image file (any size: resized to the run's)."""
+    from PIL import Image
+
+    run, cfg, info, model, runtime = load_run(path, device)
+    c, h, w = info["image_shape"]
+    batch = []
+    for file in files:
+        p = Path(file)
+        if not p.is_file():
+            raise NnlabError(f"{file}: no such file")
+        array = decode_image(p.read_bytes(), file)  # (H, W) or (H, W, 3) uint8
+        img = Image.fromarray(array).convert("L" if c == 1 else "RGB")
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.Resampling.BILINEAR)
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        batch.append(x.view(h, w, c).permute(2, 0, 1))
+    x = torch.stack(batch).to(runtime.device).float().div_(255)  # (N, C, H, W)
+    with torch.inference_mode(), runtime.autocast():
+        probs = model(x).float().softmax(dim=1)  # (N, K)
+    k = min(top_k, probs.shape[1])
+    top = probs.topk(k, dim=1)
+    return [
+        {"file": file, "top": [{"class": info["classes"][j], "probability": round(p, 6)}
+                               for p, j in zip(top.values[i].tolist(), top.indices[i].tolist(),
+                                               strict=True)]}
+        for i, file in enumerate(files)
+    ]

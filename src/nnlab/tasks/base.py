@@ -1,0 +1,43 @@
+"""What the training loop needs from a task, and nothing more.
+
+The loop never sees images or sentences: it asks the task for batches, a loss per batch,
+and validation metrics per epoch. Adding a task means implementing this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar, mean over the batch; what is back-propagated
+    count: int  # examples in the batch
+    metric_sum: torch.Tensor  # scalar on the device: sum of the training metric over the batch
+
+
+class Task(Protocol):
+    name: str
+    main_metric: str  # the validation metric that picks the best epoch and stops early
+    higher_is_better: bool
+    unit: str  # what an example is called in throughput figures ("images", "sentences")
+
+    def build_model(self) -> nn.Module: ...
+
+    def info(self) -> dict[str, Any]:
+        """What the task learnt from the data (classes, shapes, vocabulary...): saved with the
+        config so evaluate and predict can rebuild the model without the training data."""
+        ...
+
+    def steps_per_epoch(self) -> int: ...
+
+    def train_batches(self, gen: torch.Generator) -> Iterator[Any]: ...
+
+    def step(self, model: nn.Module, batch: Any) -> StepOutput: ...
+
+    def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict: ...

@@ -1,0 +1,184 @@
+"""Image classification: uint8 image tensors on the device -> logits -> cross-entropy.
+
+As in airbench, the whole training split lives on the training device as one uint8 tensor;
+each step gathers a batch by index, converts it to float and augments it with batched
+tensor ops. No DataLoader, no worker processes, no per-image Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnlab import models
+from nnlab.config import RunConfig
+from nnlab.data.augment import augment
+from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images, stratified_split
+from nnlab.device import Runtime
+from nnlab.errors import NnlabError
+from nnlab.metrics import classification_report, confusion_matrix
+from nnlab.tasks.base import StepOutput
+
+
+class Normalize(nn.Module):
+    """Per-channel standardisation stored with the weights, so a saved model takes [0, 1] input."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> same
+        return (x - self.mean) / self.std
+
+
+class ImageClassifier(nn.Module):
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K)
+        return self.net(self.normalize(x))
+
+
+def build_classifier(cfg: RunConfig, info: dict[str, Any]) -> ImageClassifier:
+    c, h, w = info["image_shape"]
+    net = models.create(cfg.model.name, "image", cfg.model.args,
+                        in_channels=c, num_classes=len(info["classes"]), image_size=(h, w))
+    return ImageClassifier(net, info["mean"], info["std"])
+
+
+def match_classes(data: ImageData, classes: list[str], where: str) -> ImageData:
+    """Relabel `data` so its class indices follow `classes` (matched by name, not position)."""
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = [c for c in data.classes if c not in index]
+    if unknown:
+        raise NnlabError(f"{where}: class {unknown[0]!r} is not one of the run's classes "
+                         f"({', '.join(classes)})")
+    mapping = torch.tensor([index[c] for c in data.classes], dtype=torch.int64)
+    return ImageData(data.images, mapping[data.labels], list(classes))
+
+
+class ImageTask:
+    name = "image"
+    main_metric = "accuracy"
+    higher_is_better = True
+    unit = "images"
+
+    def __init__(self, cfg: RunConfig, runtime: Runtime, source: ImageSource | None = None):
+        self.cfg = cfg
+        self.runtime = runtime
+        source = source or load_images(cfg.data.path or "")
+        self.source = source
+        train, val = self._split(source.train)
+        self.classes = source.train.classes
+        self.train = self._to_device(train)
+        self.val = self._to_device(val)
+        mean, std = channel_stats(train.images)
+        self._info = {
+            "classes": self.classes,
+            "image_shape": list(train.shape),
+            "mean": mean,
+            "std": std,
+            "data": {"path": source.path, "format": source.format,
+                     "fingerprint": source.fingerprint, "train_examples": len(train),
+                     "val_examples": len(val), "has_test": source.test is not None},
+        }
+
+    # -- data -----------------------------------------------------------------------------
+    def _split(self, data: ImageData) -> tuple[ImageData, ImageData]:
+        d = self.cfg.data
+        keep, held = stratified_split(data.labels, d.val_size, d.split_seed)
+        train, val = data.subset(keep), data.subset(held)
+        if 0 < d.limit < len(train):
+            small, _ = stratified_split(train.labels, len(train) - d.limit, d.split_seed)
+            train = train.subset(small)
+        return train, val
+
+    def _to_device(self, data: ImageData) -> ImageData:
+        dev = self.runtime.device
+        return ImageData(data.images.to(dev), data.labels.to(dev), data.classes)
+
+    def split_data(self, split: str) -> ImageData:
+        if split == "val":
+            return self.val
+        if split == "train":
+            return self.train
+        if split == "test":
+            if self.source.test is None:
+                raise NnlabError(f"{self.source.path}: this data has no test split")
+            return self._to_device(match_classes(self.source.test, self.classes, self.source.path))
+        raise NnlabError(f"--split {split}: unknown split (val, test)")
+
+    def info(self) -> dict[str, Any]:
+        return self._info
+
+    # -- training ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return build_classifier(self.cfg, self._info)
+
+    def _drop_last(self) -> bool:
+        # a final batch of one example breaks batch norm; smaller leftovers are kept
+        return len(self.train) % self.cfg.data.batch_size == 1
+
+    def steps_per_epoch(self) -> int:
+        n, b = len(self.train), self.cfg.data.batch_size
+        return n // b if self._drop_last() else -(-n // b)
+
+    def train_batches(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, b = len(self.train), self.cfg.data.batch_size
+        order = torch.randperm(n, generator=gen, device=gen.device)  # (N,)
+        for i in range(self.steps_per_epoch()):
+            idx = order[i * b : (i + 1) * b]  # (B,)
+            x = self.train.images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+            x = augment(x, self.cfg.data.augment, gen)
+            yield self._layout(x), self.train.labels[idx]
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.runtime.channels_last else x
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        x, y = batch
+        with self.runtime.autocast():
+            logits = model(x)  # (B, K)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+        correct = (logits.argmax(dim=1) == y).sum()
+        return StepOutput(loss=loss, count=y.shape[0], metric_sum=correct)
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
+        return evaluate_images(model, self.split_data(split), self.runtime,
+                               self.cfg.data.eval_batch_size, detailed)
+
+
+@torch.inference_mode()
+def evaluate_images(model: nn.Module, data: ImageData, runtime: Runtime, batch_size: int,
+                    detailed: bool = False) -> dict:
+    """Loss and accuracy (plus per-class metrics and confusion matrix when `detailed`)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=runtime.device, dtype=torch.float64)
+    preds = []
+    for i in range(0, len(data), batch_size):
+        x = data.images[i : i + batch_size].to(runtime.device).float().div_(255)
+        y = data.labels[i : i + batch_size].to(runtime.device)
+        if runtime.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with runtime.autocast():
+            logits = model(x)  # (B, K)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        preds.append(logits.argmax(dim=1))
+    model.train(was_training)
+    pred = torch.cat(preds).cpu()
+    labels = data.labels.cpu()
+    n = len(data)
+    result = {"loss": loss_sum.item() / n, "accuracy": (pred == labels).sum().item() / n, "n": n}
+    if detailed:
+        confusion = confusion_matrix(pred, labels, len(data.classes))
+        result |= classification_report(confusion, data.classes)
+    return result

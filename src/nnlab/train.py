@@ -1,0 +1,247 @@
+"""The one training loop, for every task: optimiser, schedule, checkpoints, resume, early
+stopping, progress and per-epoch metrics.
+
+Determinism: every epoch reseeds torch (and the task's data generator) from
+(seed, epoch), so the data order, augmentation and dropout of epoch e do not depend on
+what ran before it. Resuming from the checkpoint of epoch e therefore replays epochs
+e+1.. exactly as an uninterrupted run would (on CPU, same thread count); the RNG states
+are saved in the checkpoint as well and restored on resume.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+import nnlab
+from nnlab.config import RunConfig
+from nnlab.device import Runtime
+from nnlab.errors import NnlabError
+from nnlab.optim import build_optimizer, build_scheduler
+from nnlab.runs import RunDir
+from nnlab.tasks.base import Task
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimiser steps taken
+    best: float | None = None  # best validation main metric so far
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best one (early stopping)
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63)
+
+
+def rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                              "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class Trainer:
+    def __init__(self, task: Task, cfg: RunConfig, runtime: Runtime, run: RunDir,
+                 console: Console | None = None, progress: bool = True):
+        self.task, self.cfg, self.runtime, self.run = task, cfg, runtime, run
+        self.console = console or Console(stderr=True)
+        self.show_progress = progress and self.console.is_terminal
+        torch.manual_seed(cfg.train.seed)  # model initialisation depends on the seed alone
+        self.model = task.build_model().to(runtime.device)
+        if runtime.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.epochs,
+                                         task.steps_per_epoch(), task.higher_is_better)
+        self.state = LoopState()
+        self.writer = self._tensorboard() if cfg.train.tensorboard else None
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise NnlabError("train.tensorboard: install the extra: pip install 'nnlab[tensorboard]'"
+                             ) from None
+        return SummaryWriter(str(self.run.path / "tensorboard"))
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "epoch": s.epoch, "step": s.step, "best": s.best, "best_epoch": s.best_epoch,
+            "bad_epochs": s.bad_epochs, "train_seconds": s.train_seconds,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_states(),
+        }
+
+    def restore(self) -> None:
+        ckpt = self.run.load_checkpoint()
+        if ckpt is None:
+            raise NnlabError(f"{self.run.path}: no checkpoint to resume from (last.pt missing)")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_states(ckpt["rng"])
+        s = self.state
+        s.epoch, s.step, s.best, s.best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["best_epoch"]
+        s.bad_epochs, s.train_seconds = ckpt["bad_epochs"], ckpt["train_seconds"]
+        self.run.truncate_metrics(s.epoch)  # epochs logged after the checkpoint are replayed
+        s.history = self.run.read_metrics()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg, s = self.cfg.train, self.state
+        metric = self.task.main_metric
+        if s.epoch:
+            self.console.print(f"resuming after epoch {s.epoch} of {cfg.epochs}")
+        while s.epoch < cfg.epochs and not self._should_stop():
+            record = self._train_epoch(s.epoch + 1)
+            val = self.task.evaluate(self.model, "val")
+            record |= {f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)}
+            s.epoch += 1
+            score = val[metric]
+            improved = s.best is None or (
+                score > s.best if self.task.higher_is_better else score < s.best)
+            if improved:
+                s.best, s.best_epoch, s.bad_epochs = score, s.epoch, 0
+                self.run.save_best(self.model.state_dict(), {"epoch": str(s.epoch)})
+            else:
+                s.bad_epochs += 1
+            if isinstance(self.scheduler, ReduceLROnPlateau):
+                self.scheduler.step(score)
+            record["best"] = improved
+            self.run.append_metrics(record)  # metrics first: resume truncates what is ahead
+            self.run.save_checkpoint(self.checkpoint())
+            s.history.append(record)
+            self._log_epoch(record)
+        return self._finish()
+
+    def _should_stop(self) -> bool:
+        patience = self.cfg.train.early_stop_patience
+        stop = patience > 0 and self.state.bad_epochs >= patience
+        if stop:
+            self.console.print(f"early stop: no validation improvement in {patience} epochs")
+        return stop
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.cfg.train
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other in-model randomness
+        gen = torch.Generator(device=self.runtime.device).manual_seed(epoch_seed(cfg.seed, epoch) + 1)
+        self.model.train()
+        dev = self.runtime.device
+        loss_sum = torch.zeros((), device=dev)  # device-side sums: no sync per step
+        metric_sum = torch.zeros((), device=dev)
+        count = 0
+        steps = self.task.steps_per_epoch()
+        self.runtime.synchronize()
+        start = time.perf_counter()
+        with self._progress(epoch, steps) as bar:
+            task_id = bar.add_task("train", total=steps, info="") if bar else None
+            for i, batch in enumerate(self.task.train_batches(gen)):
+                out = self.task.step(self.model, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                if not isinstance(self.scheduler, ReduceLROnPlateau):
+                    self.scheduler.step()
+                self.state.step += 1
+                loss_sum += out.loss.detach() * out.count
+                metric_sum += out.metric_sum.detach()
+                count += out.count
+                if bar and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
+                    rate = count / max(time.perf_counter() - start, 1e-9)
+                    bar.update(task_id, completed=i + 1, info=(
+                        f"loss {loss_sum.item() / count:.4f}  "
+                        f"{self.task.main_metric} {metric_sum.item() / count:.4f}  "
+                        f"{rate:,.0f} {self.task.unit}/s"))
+        self.runtime.synchronize()
+        seconds = time.perf_counter() - start
+        train_loss = loss_sum.item() / max(count, 1)
+        if not math.isfinite(train_loss):
+            raise NnlabError(f"epoch {epoch}: training loss is {train_loss}; lower optim.lr "
+                             "or set train.grad_clip")
+        self.state.train_seconds += seconds
+        return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss,
+                f"train_{self.task.main_metric}": metric_sum.item() / max(count, 1),
+                "seconds": seconds, f"{self.task.unit}_per_s": count / seconds}
+
+    def _progress(self, epoch: int, steps: int):
+        if not self.show_progress:
+            import contextlib
+
+            return contextlib.nullcontext(None)
+        return Progress(TextColumn(f"epoch {epoch}/{self.cfg.train.epochs}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[info]}"), console=self.console, transient=True)
+
+    def _log_epoch(self, r: dict[str, Any]) -> None:
+        m, unit = self.task.main_metric, self.task.unit
+        self.console.print(
+            f"epoch {r['epoch']:>3}/{self.cfg.train.epochs}  "
+            f"train loss {r['train_loss']:.4f} {m} {r[f'train_{m}']:.4f}  "
+            f"val loss {r['val_loss']:.4f} {m} {r[f'val_{m}']:.4f}  "
+            f"{r[f'{unit}_per_s']:,.0f} {unit}/s  {r['seconds']:.1f}s  lr {r['lr']:.2e}"
+            + ("  *" if r["best"] else ""))
+        if self.writer:
+            for key, value in r.items():
+                if isinstance(value, int | float) and key != "epoch":
+                    self.writer.add_scalar(key, value, r["epoch"])
+            self.writer.flush()
+
+    def _finish(self) -> dict[str, Any]:
+        s = self.state
+        if s.best_epoch == 0:
+            raise NnlabError("training ran no epoch")
+        unit = self.task.unit
+        rates = [r[f"{unit}_per_s"] for r in s.history]
+        summary = {
+            "task": self.task.name, "model": self.cfg.model.name,
+            "main_metric": self.task.main_metric,
+            "best_epoch": s.best_epoch, f"best_val_{self.task.main_metric}": s.best,
+            "epochs_run": s.epoch, "epochs_planned": self.cfg.train.epochs,
+            "stopped_early": s.epoch < self.cfg.train.epochs,
+            "train_seconds": s.train_seconds,
+            f"{unit}_per_s": sum(rates) / len(rates) if rates else None,
+            "parameters": count_parameters(self.model),
+            "device": str(self.runtime.device),
+            "precision": str(self.runtime.amp_dtype or "fp32").replace("torch.", ""),
+            "channels_last": self.runtime.channels_last,
+            "versions": {"nnlab": nnlab.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "host": {"cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
+                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        }
+        if self.writer:
+            self.writer.close()
+        return summary
