@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from nnlab.runs import atomic_write  # noqa: E402
 
@@ -30,6 +31,7 @@ def training_curves(history: list[dict[str, Any]], metric: str, path: Path,
             if any(v is not None for v in values):
                 ax.plot(epochs, values, style, marker="o", markersize=3,
                         label="validation" if split == "val" else "train")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

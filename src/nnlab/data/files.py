@@ -36,22 +36,34 @@ class FileTree:
             entries = [e for e in self.root.iterdir() if not e.name.startswith(".")]
             if len(entries) == 1 and is_archive(entries[0]):
                 self.root = entries[0]  # a folder that only holds the archive
-        self._blobs: dict[str, bytes] | None = None
-        if self.root.is_dir():
-            self._names = sorted(
-                str(PurePosixPath(Path(dirpath, f).relative_to(self.root)))
-                for dirpath, _, files in os.walk(self.root)
-                for f in files
-            )
-        elif is_archive(self.root):
-            self._blobs = self._read_archive(self.root)
-            self._names = sorted(self._blobs)
-        else:
+        if not (self.root.is_dir() or is_archive(self.root)):
             raise NnlabError(f"{self.root}: neither a folder nor a .tar/.tar.gz archive")
-        self._names = [n for n in self._names if not _hidden(n)]
-        self.prefix = self._lone_folder_prefix(self._names)
-        if self.prefix:
-            self._names = [n[len(self.prefix) :] for n in self._names]
+        self._blobs: dict[str, bytes] | None = None  # archive contents, read on first use
+        self._listing: tuple[list[str], str] | None = None  # (names, lone-folder prefix)
+
+    @property
+    def is_archive(self) -> bool:
+        return self.root.is_file()
+
+    def _list(self) -> tuple[list[str], str]:
+        if self._listing is None:
+            if self.is_archive:
+                self._blobs = self._read_archive(self.root)
+                names = sorted(self._blobs)
+            else:
+                names = sorted(
+                    str(PurePosixPath(Path(dirpath, f).relative_to(self.root)))
+                    for dirpath, _, files in os.walk(self.root)
+                    for f in files
+                )
+            names = [n for n in names if not _hidden(n)]
+            prefix = self._lone_folder_prefix(names)
+            self._listing = ([n[len(prefix) :] for n in names], prefix)
+        return self._listing
+
+    @property
+    def prefix(self) -> str:
+        return self._list()[1]
 
     @staticmethod
     def _read_archive(path: Path) -> dict[str, bytes]:
@@ -81,30 +93,34 @@ class FileTree:
         return prefix
 
     def names(self) -> list[str]:
-        return list(self._names)
+        return list(self._list()[0])
 
     def read(self, name: str) -> bytes:
         full = self.prefix + name
-        if self._blobs is not None:
+        if self.is_archive:
+            assert self._blobs is not None
             return self._blobs[full]
         return (self.root / full).read_bytes()
 
     def describe(self, name: str) -> str:
         """How to name a file inside this tree in an error message."""
-        if self._blobs is not None:
+        if self.is_archive:
             return f"{self.root}:{self.prefix}{name}"
         return str(self.root / (self.prefix + name))
 
     def fingerprint(self) -> str:
-        """A content key for the cache: archive bytes, or names, sizes and mtimes of a folder."""
+        """A content key for the cache: archive bytes, or names, sizes and mtimes of a folder.
+
+        An archive is hashed without being unpacked, so a cache hit costs one sequential read.
+        """
         h = hashlib.sha256()
-        if self.root.is_file():
+        if self.is_archive:
             with self.root.open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
         else:
-            for name in self._names:
-                st = (self.root / (self.prefix + name)).stat()
+            names, prefix = self._list()
+            for name in names:
+                st = (self.root / (prefix + name)).stat()
                 h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        h.update(self.prefix.encode())
         return h.hexdigest()

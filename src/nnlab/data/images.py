@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -143,13 +142,18 @@ def stratified_split(labels: torch.Tensor, size: float, seed: int) -> tuple[torc
     return torch.cat(kept).sort().values, torch.cat(held).sort().values
 
 
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, on the [0, 1] scale."""
-    x = images.to(torch.float64) / 255  # (N, C, H, W)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images on the [0, 1] scale, in bounded memory."""
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i : i + chunk].to(torch.float32) / 255  # (B, C, H, W)
+        total += x.sum(dim=(0, 2, 3)).double()
+        squares += x.square().sum(dim=(0, 2, 3)).double()
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = (squares / n - mean.square()).clamp(min=1e-6).sqrt()
     return mean.tolist(), std.tolist()
 
 
-def to_numpy_hwc(image: torch.Tensor) -> np.ndarray:
-    return image.permute(1, 2, 0).numpy()
