@@ -46,6 +46,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
     }
 
     def find_class(self, module: str, name: str):  # type: ignore[override]
@@ -92,7 +93,7 @@ def _binary_batch(tree: FileTree, name: str, num_classes: int) -> Arrays:
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, PIXELS + 1)
     labels = records[:, 0].astype(np.int64)
     _check_labels(labels, num_classes, where)
-    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+    return np.ascontiguousarray(records[:, 1:]).reshape(-1, 3, 32, 32), labels
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:

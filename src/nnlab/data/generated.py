@@ -16,7 +16,7 @@ CLASSES = [
     "disk", "square", "triangle", "ring", "plus",
     "cross", "h-stripes", "v-stripes", "d-stripes", "checker",
 ]  # fmt: skip
-FINGERPRINT = "generated-shapes-v1"
+FINGERPRINT = "generated-shapes-v2"
 TRAIN_SIZE, TEST_SIZE, SIZE = 10_000, 2_000, 32
 
 
@@ -43,23 +43,13 @@ def draw_shapes(n: int, gen: torch.Generator, size: int = SIZE) -> tuple[torch.T
     dx, dy = xs[None] - cx, ys[None] - cy  # (N, H, W)
     u = dx * torch.cos(theta) + dy * torch.sin(theta)
     v = -dx * torch.sin(theta) + dy * torch.cos(theta)
-    d = torch.sqrt(u**2 + v**2)
-    box = torch.maximum(u.abs(), v.abs()) < r
-    wave = 2 * math.pi * freq / r
-    diag_u, diag_v = (u + v) / math.sqrt(2), (u - v) / math.sqrt(2)
-    masks = torch.stack([
-        d < r,                                                         # disk
-        torch.maximum(u.abs(), v.abs()) < 0.8 * r,                     # square
-        (v < 0.7 * r) & (v > -0.9 * r) & (u.abs() < (v + 0.9 * r) * 0.6),  # triangle
-        (d - 0.7 * r).abs() < 0.25 * r,                                # ring
-        ((u.abs() < 0.3 * r) | (v.abs() < 0.3 * r)) & box,             # plus
-        ((diag_u.abs() < 0.3 * r) | (diag_v.abs() < 0.3 * r)) & (d < r),  # cross
-        (torch.sin(v * wave) > 0) & box,                               # h-stripes
-        (torch.sin(u * wave) > 0) & box,                               # v-stripes
-        (torch.sin(diag_u * wave) > 0) & box,                          # d-stripes
-        (torch.sin(u * wave) * torch.sin(v * wave) > 0) & box,         # checker
-    ], dim=1)  # (N, K, H, W)
-    mask = masks[torch.arange(n), labels].float()[:, None]  # (N, 1, H, W)
+    # either diagonal for d-stripes, so a horizontal flip (an augmentation) keeps the class
+    flip_diagonal = torch.rand(n, 1, 1, generator=gen) < 0.5
+    mask = torch.empty(n, size, size)
+    for k in range(len(CLASSES)):
+        i = labels == k  # draw each class's shape only for its own images
+        mask[i] = _shape_mask(k, u[i], v[i], r[i], freq[i], flip_diagonal[i]).float()
+    mask = mask[:, None]  # (N, 1, H, W)
 
     bg = uniform(0.0, 1.0, n, 3)[:, :, None, None]  # (N, 3, 1, 1)
     shift = uniform(0.3, 0.6, n, 3) * torch.where(torch.rand(n, 3, generator=gen) < 0.5, -1, 1)
@@ -73,3 +63,32 @@ def draw_shapes(n: int, gen: torch.Generator, size: int = SIZE) -> tuple[torch.T
     gradient = uniform(-0.3, 0.3, n, 1)[:, :, None, None] * (xs / size - 0.5)  # uneven light
     img = img + gradient + 0.12 * torch.randn(img.shape, generator=gen)
     return (img.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+
+def _shape_mask(k: int, u: torch.Tensor, v: torch.Tensor, r: torch.Tensor, freq: torch.Tensor,
+                flip_diagonal: torch.Tensor) -> torch.Tensor:
+    """Boolean (n, H, W) mask of class k's shape in rotated coordinates u, v around its centre."""
+    d = torch.sqrt(u**2 + v**2)
+    box = torch.maximum(u.abs(), v.abs()) < r
+    wave = 2 * math.pi * freq / r
+    diag_u, diag_v = (u + v) / math.sqrt(2), (u - v) / math.sqrt(2)
+    name = CLASSES[k]
+    if name == "disk":
+        return d < r
+    if name == "square":
+        return torch.maximum(u.abs(), v.abs()) < 0.8 * r
+    if name == "triangle":
+        return (v < 0.7 * r) & (v > -0.9 * r) & (u.abs() < (v + 0.9 * r) * 0.6)
+    if name == "ring":
+        return (d - 0.7 * r).abs() < 0.25 * r
+    if name == "plus":
+        return ((u.abs() < 0.3 * r) | (v.abs() < 0.3 * r)) & box
+    if name == "cross":
+        return ((diag_u.abs() < 0.3 * r) | (diag_v.abs() < 0.3 * r)) & (d < r)
+    if name == "h-stripes":
+        return (torch.sin(v * wave) > 0) & box
+    if name == "v-stripes":
+        return (torch.sin(u * wave) > 0) & box
+    if name == "d-stripes":
+        return (torch.sin(torch.where(flip_diagonal, diag_v, diag_u) * wave) > 0) & box
+    return (torch.sin(u * wave) * torch.sin(v * wave) > 0) & box  # checker

@@ -1,0 +1,49 @@
+import pytest
+
+from nnlab.config import RunConfig, parse_assignment, set_value
+from nnlab.errors import NnlabError
+from nnlab.experiment import resolve_config
+
+
+def test_set_value_coerces_and_validates():
+    cfg = RunConfig()
+    set_value(cfg, "optim.lr", 1)
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    set_value(cfg, "optim.betas", [0.8, 0.9])
+    assert cfg.optim.betas == (0.8, 0.9)
+    set_value(cfg, "model.dropout", 0.3)
+    assert cfg.model.args == {"dropout": 0.3}
+    with pytest.raises(NnlabError, match="must be an integer"):
+        set_value(cfg, "train.epochs", "ten")
+    with pytest.raises(NnlabError, match="unknown option 'train.epoch'"):
+        set_value(cfg, "train.epoch", 3)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a=1", ("a", 1)), ("a=0.5", ("a", 0.5)), ("a=true", ("a", True)),
+    ("a=crop-flip", ("a", "crop-flip")), ("a='x'", ("a", "x")), ("a=[1, 2]", ("a", [1, 2])),
+])
+def test_parse_assignment(text, expected):
+    assert parse_assignment(text) == expected
+
+
+def test_precedence_recipe_then_file_then_flags_then_set(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[model]\nname = "cnn"\n[optim]\nlr = 0.5\nmomentum = 0.1\n'
+                    '[train]\nepochs = 3\n')
+    cfg = resolve_config("image", None, str(toml), epochs=7, sets=["optim.lr=0.25"])
+    assert cfg.optim.name == "rmsprop"  # from the cnn recipe
+    assert cfg.optim.momentum == 0.1  # file beats recipe
+    assert cfg.train.epochs == 7  # flag beats file
+    assert cfg.optim.lr == 0.25  # --set beats everything
+
+
+def test_bad_choice_and_bad_toml(tmp_path):
+    with pytest.raises(NnlabError, match="data.augment: unknown value 'flips'"):
+        resolve_config("image", "cnn", sets=["data.augment=flips"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim\nlr=1")
+    with pytest.raises(NnlabError, match="bad.toml: invalid TOML"):
+        resolve_config("image", "cnn", str(bad))
+    with pytest.raises(NnlabError, match="unknown task"):
+        resolve_config("sound", "cnn")
