@@ -15,7 +15,7 @@ def test_set_value_coerces_and_validates():
     assert cfg.model.args == {"dropout": 0.3}
     with pytest.raises(NnlabError, match="must be an integer"):
         set_value(cfg, "train.epochs", "ten")
-    with pytest.raises(NnlabError, match="unknown option 'train.epoch'"):
+    with pytest.raises(NnlabError, match=r"unknown option 'train\.epoch'"):
         set_value(cfg, "train.epoch", 3)
 
 
@@ -39,11 +39,11 @@ def test_precedence_recipe_then_file_then_flags_then_set(tmp_path):
 
 
 def test_bad_choice_and_bad_toml(tmp_path):
-    with pytest.raises(NnlabError, match="data.augment: unknown value 'flips'"):
+    with pytest.raises(NnlabError, match=r"data\.augment: unknown value 'flips'"):
         resolve_config("image", "cnn", sets=["data.augment=flips"])
     bad = tmp_path / "bad.toml"
     bad.write_text("[optim\nlr=1")
-    with pytest.raises(NnlabError, match="bad.toml: invalid TOML"):
+    with pytest.raises(NnlabError, match=r"bad\.toml: invalid TOML"):
         resolve_config("image", "cnn", str(bad))
     with pytest.raises(NnlabError, match="unknown task"):
         resolve_config("sound", "cnn")

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import (tar_folder, write_cifar_binary, write_cifar_python, write_image_folder)
+from conftest import tar_folder, write_cifar_binary, write_cifar_python, write_image_folder
 from nnlab.data import cache
 from nnlab.data.augment import crop_flip, keras_affine
 from nnlab.data.images import channel_stats, load_images, stratified_split
@@ -103,13 +103,13 @@ def test_stratified_split(counts, fraction, seed):
     for i, c in enumerate(counts):  # each class within one of its exact share
         share = (labels[held] == i).sum().item()
         assert abs(share - c * total / n) < 1 + 1e-9
-    again_kept, again_held = stratified_split(labels, fraction, seed)
+    _again_kept, again_held = stratified_split(labels, fraction, seed)
     assert torch.equal(held, again_held)
 
 
 def test_cifar_sized_split_is_exact():
     labels = torch.arange(10).repeat_interleave(5000)
-    kept, held = stratified_split(labels, 0.1, 0)
+    _kept, held = stratified_split(labels, 0.1, 0)
     assert len(held) == 5000 and labels[held].bincount().tolist() == [500] * 10
 
 

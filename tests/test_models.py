@@ -34,7 +34,7 @@ def test_unknown_model_option_is_named():
 
 
 def test_model_option_type_is_checked():
-    with pytest.raises(NnlabError, match="model.dropout: expected float"):
+    with pytest.raises(NnlabError, match=r"model\.dropout: expected float"):
         models.create("cnn", "image", {"dropout": "lots"}, in_channels=3, num_classes=10,
                       image_size=(32, 32))
 

@@ -162,7 +162,7 @@ def set_value(cfg: RunConfig, key: str, value: Any, source: str = "--set") -> No
             raise NnlabError(f"{source}: unknown option {key!r}")
         names = {f.name: f for f in dataclasses.fields(obj)}
         if part not in names:
-            known = ", ".join(f"{'.'.join(parts[:i] + [n])}" for n in names)
+            known = ", ".join(f"{'.'.join([*parts[:i], n])}" for n in names)
             raise NnlabError(f"{source}: unknown option {key!r} (known here: {known})")
         if i == len(parts) - 1:
             hints = typing.get_type_hints(type(obj))

@@ -133,7 +133,9 @@ def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> di
 
 
 # -- using a finished (or running) run ------------------------------------------------------
-def load_run(path: str | Path, device: str = "auto") -> tuple[RunDir, RunConfig, dict, torch.nn.Module, Runtime]:
+def load_run(path: str | Path, device: str = "auto"
+             ) -> tuple[RunDir, RunConfig, dict, torch.nn.Module, Runtime]:
+    """A run's folder, config, task info and best weights in eval mode, on `device`."""
     run = RunDir.open(path)
     saved = run.read_config()
     cfg = config_mod.from_dict(saved["config"], str(run.path / "config.json"))
@@ -195,7 +197,7 @@ def predict_images(path: str | Path, files: list[str], top_k: int = 3,
     """Top-k classes with probabilities for each image file (any size: resized to the run's)."""
     from PIL import Image
 
-    run, cfg, info, model, runtime = load_run(path, device)
+    _run, _cfg, info, model, runtime = load_run(path, device)
     c, h, w = info["image_shape"]
     batch = []
     for file in files:

@@ -8,11 +8,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-from nnlab.runs import atomic_write  # noqa: E402
+from nnlab.runs import atomic_write
 
 
 def _save(fig, path: Path) -> None:

@@ -18,11 +18,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-import nnlab  # noqa: E402
-from nnlab.runs import RunDir, atomic_write, atomic_write_text  # noqa: E402
+import nnlab
+from nnlab.runs import RunDir, atomic_write, atomic_write_text
 
 
 @dataclass

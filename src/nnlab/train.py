@@ -104,8 +104,9 @@ class Trainer:
 
     def restore(self) -> None:
         ckpt = self.run.load_checkpoint()
-        if ckpt is None:
-            raise NnlabError(f"{self.run.path}: no checkpoint to resume from (last.pt missing)")
+        if ckpt is None:  # killed before the first checkpoint: start over from scratch
+            self.run.truncate_metrics(0)
+            return
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

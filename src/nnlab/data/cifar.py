@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def detect(names: list[str]) -> str | None:
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickle only numpy arrays and plain containers: a data file must not run code."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

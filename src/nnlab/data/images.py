@@ -7,6 +7,7 @@ plus the loader version, so an edited data set is decoded again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,8 @@ def _write_cache(file: Path, source: ImageSource) -> None:
     if source.test is not None:
         tensors |= {"test_images": source.test.images.contiguous(), "test_labels": source.test.labels}
     meta = {"classes": json.dumps(source.train.classes), "format": source.format}
-    try:
+    with contextlib.suppress(OSError):  # a read-only or full cache only costs speed
         atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-    except OSError:
-        pass  # a read-only or full cache only costs speed
 
 
 def _read_cache(file: Path, path: str) -> ImageSource | None:
