@@ -100,7 +100,10 @@ def list_models(
     classes: Annotated[int, typer.Option(help="number of classes")] = 10,
 ) -> None:
     """List registered models by task, or describe one (options, recipe, parameters)."""
+    from rich.table import Table
+
     from nnlab import models
+    from nnlab.models.summary import layer_table
 
     if name is None:
         for task in sorted({models.get(n).task for n in models.names()}):
@@ -114,11 +117,16 @@ def list_models(
     except ValueError:
         raise NnlabError(f"--input-shape {input_shape}: expected C,H,W") from None
     net = models.create(name, entry.task, {}, in_channels=c, num_classes=classes, image_size=(h, w))
-    out.print(f"[bold]{name}[/] ({entry.task}): {entry.description}")
+    table = Table(title=f"{name} ({entry.task}): {entry.description}")
+    for col in ("layer", "type", "output shape", "parameters"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for row in layer_table(net, (c, h, w)):
+        table.add_row(row.name, row.kind, "x".join(map(str, row.output_shape)),
+                      f"{row.parameters:,}" if row.parameters else "")
+    out.print(table)
     out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
     out.print(f"options: {models.options(name, ('in_channels', 'num_classes', 'image_size'))}")
     out.print(f"recipe: {entry.recipe}")
-    out.print(str(net))
 
 
 @data_app.command("get")

@@ -19,6 +19,18 @@ RECIPE = {
 }  # fmt: skip
 
 
+def keras_init(net: nn.Module) -> None:
+    """Keras' defaults for Conv2D and Dense: Glorot-uniform kernels, zero biases.
+
+    PyTorch's default (Kaiming-uniform with a=sqrt(5)) trains this net to a few points
+    lower accuracy in 15 epochs; the report's figures came from Keras' initialisation.
+    """
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class KerasCNN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, image_size: tuple[int, int],
                  dropout: float = 0.0):
@@ -37,6 +49,7 @@ class KerasCNN(nn.Module):
             nn.Linear(64, 32), nn.ReLU(inplace=True),
             nn.Linear(32, num_classes),
         )
+        keras_init(self)
 
     def forward(self, x):  # (N, C, H, W) -> (N, K)
         return self.classifier(self.features(x))

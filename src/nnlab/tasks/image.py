@@ -73,7 +73,10 @@ class ImageTask:
     def __init__(self, cfg: RunConfig, runtime: Runtime, source: ImageSource | None = None):
         self.cfg = cfg
         self.runtime = runtime
-        source = source or load_images(cfg.data.path or "")
+        if source is None:
+            if not cfg.data.path:
+                raise NnlabError("data.path: no image data given")
+            source = load_images(cfg.data.path)
         self.source = source
         train, val = self._split(source.train)
         self.classes = source.train.classes
