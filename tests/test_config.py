@@ -47,3 +47,14 @@ def test_bad_choice_and_bad_toml(tmp_path):
         resolve_config("image", "cnn", str(bad))
     with pytest.raises(NnlabError, match="unknown task"):
         resolve_config("sound", "cnn")
+
+
+def test_every_experiment_config_resolves():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[1] / "experiments").rglob("*.toml"))
+    assert files
+    for f in files:
+        cfg = resolve_config(None, None, str(f)) if "task" in f.read_text() else \
+            resolve_config("image", None, str(f))
+        assert cfg.model.name, f
