@@ -8,6 +8,7 @@ minutes on real CIFAR-10, about 1 minute on the generated data.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from rich.console import Console
@@ -48,8 +49,6 @@ def run_demo(out: Path, data: str | None, console: Console) -> Path:
             resume_run(path, console)
             continue
         if path.exists():  # started but no epoch finished: start it again
-            import shutil
-
             shutil.rmtree(path)
         cfg = resolve_config("image", model, data=found, epochs=EPOCHS[kind], sets=sets)
         train_run(cfg, path, console)

@@ -63,16 +63,14 @@ def resolve_config(task: str | None, model: str | None, config_file: str | None 
 def train_run(cfg: RunConfig, out: str | Path, console: Console,
               source: ImageSource | None = None, progress: bool = True) -> dict[str, Any]:
     """Train a new run into `out`. Nothing is written until data and model are known good."""
-    run = RunDir(out)
-    if run.path.exists() and any(run.path.iterdir()):
-        RunDir.create(out)  # raises the "folder exists" error
+    RunDir.check_new(out)  # before the (slow) data loading
     if source is None:
         cfg.data.path = require_data(cfg.task, cfg.data.path)
     runtime = make_runtime(cfg.train)
     task = TASKS[cfg.task](cfg, runtime, source=source)
+    run = RunDir(out)
     trainer = Trainer(task, cfg, runtime, run, console=console, progress=progress)
-    run = RunDir.create(out)
-    trainer.run = run
+    RunDir.create(out)  # only now, with data and model known good
     run.write_config({
         "config": cfg.to_dict(), "task_info": task.info(),
         "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,6 +191,4 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
 
 
 def _rel(path: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(path, start)

@@ -68,11 +68,17 @@ class RunDir:
 
     # -- creation and existence -------------------------------------------------------------
     @classmethod
+    def check_new(cls, path: str | Path) -> None:
+        """Fail unless `path` is free for a new run (missing or an empty folder)."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            hint = "resume it with --resume" if (path / CONFIG).exists() else "pick another"
+            raise NnlabError(f"{path}: folder exists and is not empty ({hint})")
+
+    @classmethod
     def create(cls, path: str | Path) -> RunDir:
+        cls.check_new(path)
         run = cls(path)
-        if run.path.exists() and any(run.path.iterdir()):
-            hint = "resume it with --resume" if (run.path / CONFIG).exists() else "pick another"
-            raise NnlabError(f"{run.path}: folder exists and is not empty ({hint})")
         run.path.mkdir(parents=True, exist_ok=True)
         return run
 

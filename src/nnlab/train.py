@@ -10,6 +10,7 @@ are saved in the checkpoint as well and restored on resume.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import random
@@ -199,8 +200,6 @@ class Trainer:
 
     def _progress(self, epoch: int, steps: int):
         if not self.show_progress:
-            import contextlib
-
             return contextlib.nullcontext(None)
         return Progress(TextColumn(f"epoch {epoch}/{self.cfg.train.epochs}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
