@@ -107,7 +107,7 @@ def main() -> None:
                       str(r.get("best_epoch", "-")), str(r.get("epochs", "-")),
                       f"{r['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in r else "-",
                       f"{r['images_per_s']:,.0f}", f"{r.get('parameters', 0):,}")
-    Console().print(table)
+    Console(width=140).print(table)
     Console().print(f"cached load of {data}: {cached_load_s:.3f} s")
     result = {"data": data, "epochs": args.epochs, "cached_load_seconds": cached_load_s,
               "rows": rows, "torch": torch.__version__, "threads": torch.get_num_threads(),

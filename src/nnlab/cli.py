@@ -58,11 +58,13 @@ def evaluate(
     split: Annotated[str | None, typer.Option(help="val | test | all")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    tta: Annotated[str | None, typer.Option(help="none | flip | flip-translate (default: the run's)")
+                   ] = None,
 ) -> None:
     """Evaluate a run's best weights (validation split by default)."""
     from nnlab import experiment
 
-    result = experiment.evaluate_run(run_dir, data, split, device)
+    result = experiment.evaluate_run(run_dir, data, split, device, tta)
     if as_json:
         print(json.dumps(result))
         return

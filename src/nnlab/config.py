@@ -24,7 +24,8 @@ class DataConfig:
     path: str | None = None  # None: look in $NNLAB_DATA and the download cache
     val_size: float = 0.1  # < 1: fraction of the training data; >= 1: number of examples
     split_seed: int = 0  # seed of the validation split; fixed so every variant shares one split
-    augment: str = "none"  # none | crop-flip | keras (rotation/shift/shear/zoom/flip)
+    augment: str = "none"  # none | crop-flip | keras | airbench (translate 2, alternating flip)
+    tta: str = "none"  # test-time augmentation for final evaluation: none | flip | flip-translate
     batch_size: int = 128
     eval_batch_size: int = 1000
     limit: int = 0  # > 0: keep only this many training examples (stratified), for quick runs
@@ -46,12 +47,15 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     alpha: float = 0.99  # RMSprop smoothing constant (Keras calls it rho, default 0.9)
+    bias_decay: bool = False  # weight decay on 1-d parameters (biases, norm scales) too
+    norm_lr_scale: float = 1.0  # learning-rate factor for normalisation layers' parameters
 
 
 @dataclass
 class ScheduleConfig:
     name: str = "constant"  # constant | step | cosine | warmup-linear | plateau
-    warmup_epochs: float = 0.0  # linear warm-up from 0, for every schedule except plateau
+    warmup_epochs: float = 0.0  # linear warm-up, for every schedule except plateau
+    start_lr_ratio: float = 0.0  # warm-up starts at this fraction of lr
     step_size: int = 30  # step: epochs between decays
     gamma: float = 0.1  # step: decay factor
     final_lr_ratio: float = 0.0  # cosine / warmup-linear: lr at the end, as a fraction of lr
@@ -73,6 +77,10 @@ class TrainConfig:
     threads: int = 0  # CPU threads; 0 keeps torch's default
     tensorboard: bool = False
     log_every: int = 20  # steps between progress-bar updates (each one syncs the device)
+    lookahead: bool = False  # airbench's lookahead-EMA of the weights
+    lookahead_start_epoch: int = 3  # epochs of plain training before it starts
+    lookahead_every: int = 5  # steps between updates
+    lookahead_decay: float = 0.95  # per-step EMA decay, warmed up as (step/total)**3
 
 
 @dataclass
@@ -223,7 +231,8 @@ def check_choices(cfg: RunConfig) -> None:
     """Reject misspelt choices early, before any data is read or any file written."""
     choices = {
         "task": (cfg.task, TASKS),
-        "data.augment": (cfg.data.augment, ("none", "crop-flip", "keras")),
+        "data.augment": (cfg.data.augment, ("none", "crop-flip", "keras", "airbench")),
+        "data.tta": (cfg.data.tta, ("none", "flip", "flip-translate")),
         "optim.name": (cfg.optim.name, ("sgd", "adam", "adamw", "rmsprop")),
         "schedule.name": (
             cfg.schedule.name,

@@ -23,7 +23,7 @@ from nnlab.data.locate import require_data
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
 from nnlab.runs import RunDir, atomic_write_json
-from nnlab.tasks.image import ImageTask, build_classifier, evaluate_images, match_classes
+from nnlab.tasks.image import ImageTask, build_classifier, evaluate_images, match_classes, tta_logits
 from nnlab.train import Trainer
 
 TASKS = {"image": ImageTask}
@@ -152,7 +152,7 @@ def load_run(path: str | Path, device: str = "auto"
 
 
 def evaluate_run(path: str | Path, data: str | None = None, split: str | None = None,
-                 device: str = "auto") -> dict[str, Any]:
+                 device: str = "auto", tta: str | None = None) -> dict[str, Any]:
     """Metrics of the run's best weights on its validation split, or on other labelled data.
 
     Without --data: `val` (default) re-creates the run's validation split; `test` uses the
@@ -161,6 +161,8 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
     """
     run, cfg, info, model, runtime = load_run(path, device)
     split = split or ("all" if data else "val")
+    if tta not in (None, "none", "flip", "flip-translate"):
+        raise NnlabError(f"--tta {tta}: unknown (none, flip, flip-translate)")
     if split not in ("val", "test", "all"):
         raise NnlabError(f"--split {split}: unknown split (val, test, all)")
     if data is None:
@@ -185,7 +187,8 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
     if list(images.shape) != list(info["image_shape"]):
         raise NnlabError(f"{where}: images are {tuple(images.shape)} (C, H, W), the run was "
                          f"trained on {tuple(info['image_shape'])}")
-    result = evaluate_images(model, images, runtime, cfg.data.eval_batch_size, detailed=True)
+    result = evaluate_images(model, images, runtime, cfg.data.eval_batch_size, detailed=True,
+                             tta=tta or cfg.data.tta)
     result |= {"run": str(run.path), "model": cfg.model.name, "data": where, "split": split}
     return result
 
@@ -195,7 +198,7 @@ def predict_images(path: str | Path, files: list[str], top_k: int = 3,
     """Top-k classes with probabilities for each image file (any size: resized to the run's)."""
     from PIL import Image
 
-    _run, _cfg, info, model, runtime = load_run(path, device)
+    _run, cfg, info, model, runtime = load_run(path, device)
     c, h, w = info["image_shape"]
     batch = []
     for file in files:
@@ -210,7 +213,7 @@ def predict_images(path: str | Path, files: list[str], top_k: int = 3,
         batch.append(x.view(h, w, c).permute(2, 0, 1))
     x = torch.stack(batch).to(runtime.device).float().div_(255)  # (N, C, H, W)
     with torch.inference_mode(), runtime.autocast():
-        probs = model(x).float().softmax(dim=1)  # (N, K)
+        probs = tta_logits(model, x, cfg.data.tta).float().softmax(dim=1)  # (N, K)
     k = min(top_k, probs.shape[1])
     top = probs.topk(k, dim=1)
     return [

@@ -29,7 +29,7 @@ import nnlab
 from nnlab.config import RunConfig
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
-from nnlab.optim import build_optimizer, build_scheduler
+from nnlab.optim import Lookahead, build_optimizer, build_scheduler
 from nnlab.runs import RunDir
 from nnlab.tasks.base import Task
 
@@ -83,6 +83,7 @@ class Trainer:
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.epochs,
                                          task.steps_per_epoch(), task.higher_is_better)
         self.state = LoopState()
+        self.lookahead: Lookahead | None = None
         self.writer = self._tensorboard() if cfg.train.tensorboard else None
 
     def _tensorboard(self):
@@ -101,6 +102,7 @@ class Trainer:
             "bad_epochs": s.bad_epochs, "train_seconds": s.train_seconds,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": rng_states(),
+            "lookahead": self.lookahead.state_dict() if self.lookahead else None,
         }
 
     def restore(self) -> None:
@@ -112,6 +114,9 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_states(ckpt["rng"])
+        if ckpt.get("lookahead") is not None:
+            self.lookahead = Lookahead(self.model)
+            self.lookahead.load_state_dict(ckpt["lookahead"])
         s = self.state
         s.epoch, s.step, s.best, s.best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["best_epoch"]
         s.bad_epochs, s.train_seconds = ckpt["bad_epochs"], ckpt["train_seconds"]
@@ -157,6 +162,9 @@ class Trainer:
         cfg = self.cfg.train
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other in-model randomness
         gen = torch.Generator(device=self.runtime.device).manual_seed(epoch_seed(cfg.seed, epoch) + 1)
+        for module in self.model.modules():  # per-epoch behaviour, e.g. freezing a layer
+            if hasattr(module, "set_epoch"):
+                module.set_epoch(epoch)
         self.model.train()
         dev = self.runtime.device
         loss_sum = torch.zeros((), device=dev)  # device-side sums: no sync per step
@@ -167,7 +175,7 @@ class Trainer:
         start = time.perf_counter()
         with self._progress(epoch, steps) as bar:
             task_id = bar.add_task("train", total=steps, info="") if bar else None
-            for i, batch in enumerate(self.task.train_batches(gen)):
+            for i, batch in enumerate(self.task.train_batches(gen, epoch)):
                 out = self.task.step(self.model, batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
@@ -177,6 +185,8 @@ class Trainer:
                 if not isinstance(self.scheduler, ReduceLROnPlateau):
                     self.scheduler.step()
                 self.state.step += 1
+                if cfg.lookahead and epoch > cfg.lookahead_start_epoch:
+                    self._lookahead_step(steps)
                 loss_sum += out.loss.detach() * out.count
                 metric_sum += out.metric_sum.detach()
                 count += out.count
@@ -186,6 +196,8 @@ class Trainer:
                         f"loss {loss_sum.item() / count:.4f}  "
                         f"{self.task.main_metric} {metric_sum.item() / count:.4f}  "
                         f"{rate:,.0f} {self.task.unit}/s"))
+        if self.lookahead is not None:
+            self.lookahead.update(self.model, decay=1.0)  # end each epoch on the averaged weights
         self.runtime.synchronize()
         seconds = time.perf_counter() - start
         train_loss = loss_sum.item() / max(count, 1)
@@ -197,6 +209,17 @@ class Trainer:
                 "train_loss": train_loss,
                 f"train_{self.task.main_metric}": metric_sum.item() / max(count, 1),
                 "seconds": seconds, f"{self.task.unit}_per_s": count / seconds}
+
+    def _lookahead_step(self, steps_per_epoch: int) -> None:
+        cfg, step = self.cfg.train, self.state.step
+        if step % cfg.lookahead_every:
+            return
+        if self.lookahead is None:
+            self.lookahead = Lookahead(self.model)
+            return
+        total = cfg.epochs * steps_per_epoch
+        decay = cfg.lookahead_decay ** cfg.lookahead_every * (step / total) ** 3
+        self.lookahead.update(self.model, decay)
 
     def _progress(self, epoch: int, steps: int):
         if not self.show_progress:

@@ -3,6 +3,9 @@
 Two recipes:
 - `crop-flip`: random 32x32 crop of a 4-pixel reflect-padded copy and a horizontal flip,
   the standard CIFAR augmentation;
+- `airbench`: translate by up to 2 pixels (reflect padding) and *alternating* flips: each
+  image has a fixed random flip that is inverted every other epoch, so over two epochs the
+  net sees both orientations of every image (more diverse than independent coin flips);
 - `keras`: the first report's ImageDataGenerator settings (rotation 40 degrees, width and
   height shift 0.2, shear 0.2 degrees as Keras defines it, zoom 0.8-1.2, horizontal flip,
   nearest fill), done with one affine_grid/grid_sample call per batch.
@@ -24,6 +27,12 @@ def flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
     # x: (N, C, H, W) float
+    return flip(translate(x, gen, pad), gen)
+
+
+def translate(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
+    """Random crop of the original size from a `pad`-pixel reflect-padded copy."""
+    # x: (N, C, H, W) float
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (N, C, H+2p, W+2p)
     dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
@@ -32,7 +41,7 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return flip(padded[batch, chans, rows, cols], gen)  # (N, C, H, W)
+    return padded[batch, chans, rows, cols]  # (N, C, H, W)
 
 
 def keras_affine(
@@ -65,11 +74,23 @@ def keras_affine(
     return flip(out, gen)
 
 
-def augment(x: torch.Tensor, recipe: str, gen: torch.Generator) -> torch.Tensor:
+def alternating_flip(x: torch.Tensor, base_flip: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Flip the images whose fixed flip bit, XOR the epoch's parity, is set."""
+    # x: (N, C, H, W); base_flip: (N,) bool
+    mask = base_flip ^ bool(epoch % 2)
+    return torch.where(mask[:, None, None, None], x.flip(-1), x)
+
+
+def augment(x: torch.Tensor, recipe: str, gen: torch.Generator,
+            base_flip: torch.Tensor | None = None, epoch: int = 1) -> torch.Tensor:
+    """Apply a named recipe; `base_flip` and `epoch` drive the alternating flip of airbench."""
     if recipe == "none":
         return x
     if recipe == "crop-flip":
         return crop_flip(x, gen)
+    if recipe == "airbench":
+        assert base_flip is not None
+        return translate(alternating_flip(x, base_flip, epoch), gen, pad=2)
     if recipe == "keras":
         return keras_affine(x, gen)
     raise ValueError(f"unknown augmentation {recipe!r}")

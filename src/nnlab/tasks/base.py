@@ -27,7 +27,9 @@ class Task(Protocol):
     higher_is_better: bool
     unit: str  # what an example is called in throughput figures ("images", "sentences")
 
-    def build_model(self) -> nn.Module: ...
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model (data-dependent initialisation included)."""
+        ...
 
     def info(self) -> dict[str, Any]:
         """What the task learnt from the data (classes, shapes, vocabulary...): saved with the
@@ -36,7 +38,7 @@ class Task(Protocol):
 
     def steps_per_epoch(self) -> int: ...
 
-    def train_batches(self, gen: torch.Generator) -> Iterator[Any]: ...
+    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[Any]: ...
 
     def step(self, model: nn.Module, batch: Any) -> StepOutput: ...
 

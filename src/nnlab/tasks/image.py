@@ -82,6 +82,9 @@ class ImageTask:
         self.classes = source.train.classes
         self.train = self._to_device(train)
         self.val = self._to_device(val)
+        # fixed per-image flips for the alternating-flip augmentation, seeded like the split
+        flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.train.seed)) < 0.5
+        self.base_flip = flips.to(runtime.device)
         mean, std = channel_stats(train.images)
         self._info = {
             "classes": self.classes,
@@ -123,7 +126,12 @@ class ImageTask:
 
     # -- training ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return build_classifier(self.cfg, self._info)
+        model = build_classifier(self.cfg, self._info)
+        init = getattr(model.net, "init_from_data", None)
+        if init is not None:  # e.g. the whitening layer of `fast`: 5,000 training images
+            with torch.no_grad():
+                init(model.normalize(self.train.images[:5000].cpu().float().div_(255)))
+        return model
 
     def _drop_last(self) -> bool:
         # a final batch of one example breaks batch norm; smaller leftovers are kept
@@ -133,13 +141,14 @@ class ImageTask:
         n, b = len(self.train), self.cfg.data.batch_size
         return n // b if self._drop_last() else -(-n // b)
 
-    def train_batches(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, gen: torch.Generator, epoch: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, b = len(self.train), self.cfg.data.batch_size
         order = torch.randperm(n, generator=gen, device=gen.device)  # (N,)
         for i in range(self.steps_per_epoch()):
             idx = order[i * b : (i + 1) * b]  # (B,)
             x = self.train.images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
-            x = augment(x, self.cfg.data.augment, gen)
+            x = augment(x, self.cfg.data.augment, gen, self.base_flip[idx], epoch)
             yield self._layout(x), self.train.labels[idx]
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,13 +164,34 @@ class ImageTask:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
+        """Per-epoch checks are plain; the detailed final evaluation uses `data.tta`."""
         return evaluate_images(model, self.split_data(split), self.runtime,
-                               self.cfg.data.eval_batch_size, detailed)
+                               self.cfg.data.eval_batch_size, detailed,
+                               tta=self.cfg.data.tta if detailed else "none")
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Logits averaged over test-time views, as airbench weights them.
+
+    flip: the image and its mirror. flip-translate: half of that, plus half the mean over
+    the image shifted one pixel up-left and one down-right (reflect padding), each mirrored.
+    """
+    # x: (N, C, H, W) -> (N, K)
+    if tta == "none":
+        return model(x)
+    mirrored = 0.5 * model(x) + 0.5 * model(x.flip(-1))
+    if tta == "flip":
+        return mirrored
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[:, :, 0:h, 0:w], padded[:, :, 2 : h + 2, 2 : w + 2]]
+    translated = torch.stack([0.5 * model(s) + 0.5 * model(s.flip(-1)) for s in shifted]).mean(0)
+    return 0.5 * mirrored + 0.5 * translated
 
 
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, data: ImageData, runtime: Runtime, batch_size: int,
-                    detailed: bool = False) -> dict:
+                    detailed: bool = False, tta: str = "none") -> dict:
     """Loss and accuracy (plus per-class metrics and confusion matrix when `detailed`)."""
     was_training = model.training
     model.eval()
@@ -173,14 +203,15 @@ def evaluate_images(model: nn.Module, data: ImageData, runtime: Runtime, batch_s
         if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with runtime.autocast():
-            logits = model(x)  # (B, K)
+            logits = tta_logits(model, x, tta)  # (B, K)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         preds.append(logits.argmax(dim=1))
     model.train(was_training)
     pred = torch.cat(preds).cpu()
     labels = data.labels.cpu()
     n = len(data)
-    result = {"loss": loss_sum.item() / n, "accuracy": (pred == labels).sum().item() / n, "n": n}
+    result = {"loss": loss_sum.item() / n, "accuracy": (pred == labels).sum().item() / n, "n": n,
+              "tta": tta}
     if detailed:
         confusion = confusion_matrix(pred, labels, len(data.classes))
         result |= classification_report(confusion, data.classes)

@@ -1,0 +1,102 @@
+"""Benchmark: time to accuracy on CIFAR-10 with the `fast` recipe, as a user would run it.
+
+Each configuration runs as a separate process, `nnlab train image --model fast ...`, and is
+timed from process start to exit: imports, the (cached) data load, the whitening init,
+training, the per-epoch validation and the final test-time-augmented evaluation all count.
+Accuracy is on the 5,000 validation images held out of the 50,000 training images (the
+model never trains on them; no test set is used). Peak memory is the child's max RSS.
+
+    python benchmarks/time_to_accuracy.py [--data PATH] [--runs 1] \
+        [--config "label:--epochs 10 --set model.widths=[48,128,192]" ...]
+
+Prints a table and writes benchmarks/results/time_to_accuracy.json. The seeds' variants
+(cnn, cnn + augmentation, ResNet-18 throughput) come from image_baselines.json when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_CONFIGS = ["fast (defaults):"]
+
+
+def run_config(label: str, args: list[str], data: str, seed: int, out_root: Path) -> dict:
+    out = out_root / f"{label.replace(' ', '_').replace('/', '-')}-seed{seed}"
+    cmd = [sys.executable, "-m", "nnlab", "train", "image", "--model", "fast", "--data", data,
+           "--out", str(out), "--quiet", "--set", f"train.seed={seed}", *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise SystemExit(f"{label}: failed\n{proc.stderr[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "label": label, "args": args, "seed": seed, "epochs": summary["epochs_run"],
+        "wall_seconds": wall, "train_seconds": summary["train_seconds"],
+        "val_accuracy_tta": summary["val"]["accuracy"], "tta": summary["val"].get("tta"),
+        "val_accuracy_last_epoch_plain": history[-1]["val_accuracy"],
+        "images_per_s": summary["images_per_s"], "precision": summary["precision"],
+        "peak_rss_mib": max(peak_kib, before) / 1024, "parameters": summary["parameters"],
+        "command": shlex.join(["nnlab", *cmd[3:]]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--runs", type=int, default=1, help="seeds per configuration")
+    parser.add_argument("--config", action="append", default=None,
+                        help="'label:extra nnlab train arguments'")
+    parser.add_argument("--json", default="benchmarks/results/time_to_accuracy.json")
+    args = parser.parse_args()
+    data = args.data or str(Path(os.environ.get("NNLAB_DATA", "../shared/data")) / "cifar10")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nnlab-tta-") as tmp:
+        for spec in args.config or DEFAULT_CONFIGS:
+            label, _, extra = spec.partition(":")
+            for seed in range(args.runs):
+                row = run_config(label, shlex.split(extra), data, seed, Path(tmp))
+                rows.append(row)
+                Console(stderr=True).print(f"{label} seed {seed}: {row['val_accuracy_tta']:.4f} "
+                                           f"in {row['wall_seconds']:.0f} s")
+    table = Table(title="CIFAR-10 time to accuracy (validation: 5,000 held-out training images)")
+    for col in ("config", "seed", "epochs", "wall s", "train s", "val acc (TTA)", "images/s",
+                "peak MiB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["label"], str(r["seed"]), str(r["epochs"]), f"{r['wall_seconds']:.0f}",
+                      f"{r['train_seconds']:.0f}", f"{r['val_accuracy_tta']:.4f}",
+                      f"{r['images_per_s']:,.0f}", f"{r['peak_rss_mib']:,.0f}")
+    baselines = Path("benchmarks/results/image_baselines.json")
+    if baselines.is_file():
+        for b in json.loads(baselines.read_text())["rows"]:
+            table.add_row(f"[dim]{b['variant']}[/]", "0", str(b.get("epochs", "-")),
+                          f"{b['wall_seconds']:.0f}" if "wall_seconds" in b else "-", "-",
+                          f"{b['val_accuracy']:.4f}" if "val_accuracy" in b else "-",
+                          f"{b['images_per_s']:,.0f}", "-")
+    Console(width=140).print(table)
+    result = {"data": data, "rows": rows, "machine": platform.machine(),
+              "processor": platform.processor(), "cpu_count": os.cpu_count(),
+              "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
