@@ -173,3 +173,16 @@ def test_schedules(name):
         assert values[-1] < 0.05
     if name == "step":
         assert values[25] == pytest.approx(0.5)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, run_cli):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        out = tmp_path / "run"
+        r = run_cli("train", "image", "--model", "cnn", "--data", "generated", "--epochs", "1",
+                    "--out", out, *TINY, "--set", "train.tensorboard=true")
+        assert r.code == 2 and "nnlab[tensorboard]" in r.err
+        assert not out.exists()
+    else:
+        pytest.skip("tensorboard is installed")

@@ -1,7 +1,8 @@
 """Device, precision and memory-format choices, made once per run from the config.
 
 On CUDA the defaults are bf16 autocast and channels-last (tensor cores want both); on CPU
-they are fp32 and contiguous, since bf16 there changes numbers and must be asked for.
+they are fp32 and contiguous, since bf16 there changes numbers and must be asked for; a CPU
+run that asks for bf16 gets channels-last with it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def make_runtime(cfg: TrainConfig) -> Runtime:
     device = pick_device(cfg.device)
     on_cuda = device.type == "cuda"
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if on_cuda else "fp32")
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
     amp = torch.bfloat16 if precision == "bf16" else None
+    # oneDNN's bf16 convolutions want NHWC too: about 2x the images/s of NCHW on this CPU
+    # (fast net, widths 48/128/192: 1,028 -> 2,039 images/s)
+    channels_last = cfg.channels_last == "on" or (
+        cfg.channels_last == "auto" and (on_cuda or amp is not None))
     return Runtime(device=device, amp_dtype=amp, channels_last=channels_last)
