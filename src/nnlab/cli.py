@@ -154,7 +154,12 @@ def demo(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # without standalone mode, typer returns exit codes (130 for Ctrl-C) instead of exiting
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == 130:
+                err.print("interrupted")
+            sys.exit(code)
     except NnlabError as e:
         err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
