@@ -18,12 +18,19 @@ from nnlab import config as config_mod
 from nnlab import models, plots
 from nnlab.config import RunConfig
 from nnlab.data.image_folder import decode_image
-from nnlab.data.images import ImageSource, load_images
+from nnlab.data.images import ImageData, ImageSource, load_images
 from nnlab.data.locate import require_data
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
 from nnlab.runs import RunDir, atomic_write_json
-from nnlab.tasks.image import ImageTask, build_classifier, evaluate_images, match_classes, tta_logits
+from nnlab.tasks.image import (
+    ImageTask,
+    build_classifier,
+    evaluate_images,
+    match_classes,
+    split_train_val,
+    tta_logits,
+)
 from nnlab.train import Trainer
 
 TASKS = {"image": ImageTask}
@@ -178,11 +185,11 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
     elif split == "all":
         images = source.train
         if source.test is not None:
-            images = type(images)(torch.cat([images.images, source.test.images]),
-                                  torch.cat([images.labels, source.test.labels]), images.classes)
+            test = match_classes(source.test, images.classes, where)
+            images = ImageData(torch.cat([images.images, test.images]),
+                               torch.cat([images.labels, test.labels]), images.classes)
     else:
-        cfg.data.path = data
-        images = ImageTask(cfg, runtime, source=source).val
+        images = split_train_val(source.train, cfg.data)[1]  # the same carve-out as training
     images = match_classes(images, info["classes"], where)
     if list(images.shape) != list(info["image_shape"]):
         raise NnlabError(f"{where}: images are {tuple(images.shape)} (C, H, W), the run was "

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnlab import models
-from nnlab.config import RunConfig
+from nnlab.config import DataConfig, RunConfig
 from nnlab.data.augment import augment
 from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images, stratified_split
 from nnlab.device import Runtime
@@ -53,6 +53,16 @@ def build_classifier(cfg: RunConfig, info: dict[str, Any]) -> ImageClassifier:
     return ImageClassifier(net, info["mean"], info["std"])
 
 
+def split_train_val(data: ImageData, cfg: DataConfig) -> tuple[ImageData, ImageData]:
+    """The run's training images and its validation carve-out (then `limit`, if set)."""
+    keep, held = stratified_split(data.labels, cfg.val_size, cfg.split_seed)
+    train, val = data.subset(keep), data.subset(held)
+    if 0 < cfg.limit < len(train):
+        small, _ = stratified_split(train.labels, len(train) - cfg.limit, cfg.split_seed)
+        train = train.subset(small)
+    return train, val
+
+
 def match_classes(data: ImageData, classes: list[str], where: str) -> ImageData:
     """Relabel `data` so its class indices follow `classes` (matched by name, not position)."""
     index = {name: i for i, name in enumerate(classes)}
@@ -78,7 +88,7 @@ class ImageTask:
                 raise NnlabError("data.path: no image data given")
             source = load_images(cfg.data.path)
         self.source = source
-        train, val = self._split(source.train)
+        train, val = split_train_val(source.train, cfg.data)
         self.classes = source.train.classes
         self.train = self._to_device(train)
         self.val = self._to_device(val)
@@ -97,15 +107,6 @@ class ImageTask:
         }
 
     # -- data -----------------------------------------------------------------------------
-    def _split(self, data: ImageData) -> tuple[ImageData, ImageData]:
-        d = self.cfg.data
-        keep, held = stratified_split(data.labels, d.val_size, d.split_seed)
-        train, val = data.subset(keep), data.subset(held)
-        if 0 < d.limit < len(train):
-            small, _ = stratified_split(train.labels, len(train) - d.limit, d.split_seed)
-            train = train.subset(small)
-        return train, val
-
     def _to_device(self, data: ImageData) -> ImageData:
         dev = self.runtime.device
         return ImageData(data.images.to(dev), data.labels.to(dev), data.classes)
