@@ -27,10 +27,12 @@ err = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def train(
-    task: Annotated[str | None, typer.Argument(help="image")] = None,
+    task: Annotated[str | None, typer.Argument(help="image | keyphrase")] = None,
     model: Annotated[str | None, typer.Option(help="registered model name (see `nnlab models`)")] = None,
     data: Annotated[str | None, typer.Option(help="data folder/archive, or 'generated'")] = None,
     epochs: Annotated[int | None, typer.Option(help="number of epochs")] = None,
+    embeddings: Annotated[str | None, typer.Option(
+        help="word vectors for text tasks: glove-6b-50d or a GloVe text file")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value")] = None,
     config: Annotated[str | None, typer.Option(help="TOML config file")] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help="new run folder")] = None,
@@ -41,13 +43,14 @@ def train(
     from nnlab import experiment
 
     if resume:
-        if any(v is not None for v in (task, model, data, epochs, config, out_dir)) or set_:
+        if any(v is not None for v in (task, model, data, epochs, config, out_dir, embeddings)
+               ) or set_:
             raise NnlabError("--resume RUN_DIR takes no other options: the run's config is reused")
         experiment.resume_run(resume, err, progress=not quiet)
         return
     if not out_dir:
         raise NnlabError("--out RUN_DIR: required (a new folder for the run)")
-    cfg = experiment.resolve_config(task, model, config, data, epochs, set_)
+    cfg = experiment.resolve_config(task, model, config, data, epochs, set_, embeddings)
     experiment.train_run(cfg, out_dir, err, progress=not quiet)
 
 
@@ -68,6 +71,9 @@ def evaluate(
     if as_json:
         print(json.dumps(result))
         return
+    if "span_f1" in result:
+        _print_keyphrase_eval(result)
+        return
     out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} images): "
               f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
     for name, m in result["per_class"].items():
@@ -75,18 +81,73 @@ def evaluate(
         out.print(f"  {name:>14}  accuracy {acc}  ({m['support']} images)")
 
 
+def _print_keyphrase_eval(r: dict) -> None:
+    out.print(f"{r['model']} on {r['data']} ({r['split']}, {r['n']:,} sequences, "
+              f"{r['tokens']:,} tokens)")
+    out.print(f"  keyphrases (exact match): F1 {r['span_f1']:.4f}  precision "
+              f"{r['span_precision']:.4f}  recall {r['span_recall']:.4f}  "
+              f"({r['spans_gold']:,} gold, {r['spans_predicted']:,} predicted)")
+    out.print(f"  tokens: accuracy {r['token_accuracy']:.4f}; keyword-token F1 {r['token_f1']:.4f} "
+              f"(precision {r['token_precision']:.4f}, recall {r['token_recall']:.4f})")
+    if len(r["per_type"]) > 1:
+        for name, m in r["per_type"].items():
+            out.print(f"  {name:>14}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
+                      f"recall {m['recall']:.4f}  ({m['support']} gold)")
+    if r["repaired_spans"]:
+        out.print(f"  note: {r['repaired_spans']} gold spans open with an I- tag (read as B-)")
+    if r["unseen_types"]:
+        out.print(f"  note: span types the run never saw: {', '.join(r['unseen_types'])}")
+
+
+def _run_task(run_dir: str) -> str:
+    from nnlab.runs import RunDir
+
+    return RunDir.open(run_dir).read_config()["config"]["task"]
+
+
+def _read_texts(inputs: list[str], files: bool) -> list[str]:
+    texts = []
+    for item in inputs:
+        if item == "-":
+            texts.append(sys.stdin.read())
+        elif files:
+            path = Path(item)
+            if not path.is_file():
+                raise NnlabError(f"{item}: no such file")
+            try:
+                texts.append(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise NnlabError(f"{item}: not UTF-8 text") from None
+        else:
+            texts.append(item)
+    return texts
+
+
 @app.command()
 def predict(
     run_dir: Annotated[str, typer.Argument(help="run folder")],
-    files: Annotated[list[str], typer.Argument(help="image files")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="image files; for a keyphrase run, texts ('-' reads stdin)")],
+    files: Annotated[bool, typer.Option("--files", help="keyphrase: inputs are text files")] = False,
     top_k: Annotated[int, typer.Option(help="classes to show per image")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (keyphrases: with offsets)")
+                       ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
-    """Top-k classes with probabilities for each image file."""
+    """Top-k classes for each image file, or the keyphrases of each text."""
     from nnlab import experiment
 
-    results = experiment.predict_images(run_dir, files, top_k, device)
+    if _run_task(run_dir) == "keyphrase":
+        found = experiment.predict_keyphrases(run_dir, _read_texts(inputs, files), device)
+        if as_json:
+            print(json.dumps(found))
+            return
+        for i, r in enumerate(found, start=1):
+            phrases = "; ".join(k["text"] for k in r["keyphrases"]) or "(none found)"
+            out.print(f"{i}: {phrases}" if len(found) > 1 else phrases, markup=False,
+                      highlight=False)
+        return
+    results = experiment.predict_images(run_dir, inputs, top_k, device)
     if as_json:
         print(json.dumps(results))
         return

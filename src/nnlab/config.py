@@ -29,6 +29,18 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     limit: int = 0  # > 0: keep only this many training examples (stratified), for quick runs
+    # -- text (keyphrase, similarity) --
+    embeddings: str = ""  # pretrained word vectors: "glove-6b-50d" or a GloVe-format text file
+    freeze_embeddings: bool = False  # keep the pretrained vectors fixed
+    embedding_words: int = 50_000  # the vectors' most frequent words added to the vocabulary
+    lowercase: bool = True  # lower-case words (GloVe 6B is lower-case); characters keep case
+    min_count: int = 2  # training words seen fewer times become <unk> (unless pretrained)
+    max_word_chars: int = 20  # characters per word for character features
+    # -- keyphrase --
+    tag_scheme: str = "auto"  # the files' scheme: auto | bio | bioes | binary
+    encoding: str = "bio"  # the tags the model predicts: bio | bioes
+    collapse_types: bool = False  # one span type (KEY) for typed data
+    invalid_tags: str = "repair"  # an I-X that opens a span: repair (as conlleval) | error
 
 
 @dataclass
@@ -96,7 +108,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-TASKS = ("image",)
+TASKS = ("image", "keyphrase")
 
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
@@ -238,6 +250,9 @@ def check_choices(cfg: RunConfig) -> None:
             cfg.schedule.name,
             ("constant", "step", "cosine", "warmup-linear", "plateau"),
         ),
+        "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "bio", "bioes", "binary")),
+        "data.encoding": (cfg.data.encoding, ("bio", "bioes")),
+        "data.invalid_tags": (cfg.data.invalid_tags, ("repair", "error")),
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "on", "off")),
     }

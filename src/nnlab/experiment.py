@@ -31,14 +31,16 @@ from nnlab.tasks.image import (
     split_train_val,
     tta_logits,
 )
+from nnlab.tasks.keyphrase import KeyphraseTask, build_tagger
 from nnlab.train import Trainer
 
-TASKS = {"image": ImageTask}
+TASKS = {"image": ImageTask, "keyphrase": KeyphraseTask}
+MODEL_BUILDERS = {"image": build_classifier, "keyphrase": build_tagger}
 
 
 def resolve_config(task: str | None, model: str | None, config_file: str | None = None,
                    data: str | None = None, epochs: int | None = None,
-                   sets: list[str] | None = None) -> RunConfig:
+                   sets: list[str] | None = None, embeddings: str | None = None) -> RunConfig:
     """defaults < model recipe < config file < --data/--epochs < --set, validated."""
     raw = config_mod.load_toml(config_file) if config_file else {}
     source = config_file or "config"
@@ -59,6 +61,10 @@ def resolve_config(task: str | None, model: str | None, config_file: str | None 
         cfg.data.path = data
     if epochs is not None:
         cfg.train.epochs = epochs
+    if embeddings is not None:
+        if task == "image":
+            raise NnlabError("--embeddings: only for text tasks (keyphrase, similarity)")
+        cfg.data.embeddings = embeddings
     for text in sets or []:
         key, value = config_mod.parse_assignment(text)
         config_mod.set_value(cfg, key, value)
@@ -116,6 +122,8 @@ def _describe(console: Console, cfg: RunConfig, task, runtime: Runtime, trainer:
         f"{runtime.device} {'bf16' if runtime.amp_dtype else 'fp32'}"
         f"{' channels-last' if runtime.channels_last else ''}; {cfg.optim.name} lr {cfg.optim.lr:g}, "
         f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
+    if hasattr(task, "describe"):
+        console.print(task.describe())
 
 
 def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> dict[str, Any]:
@@ -147,13 +155,13 @@ def load_run(path: str | Path, device: str = "auto"
     cfg.train.device = device
     runtime = make_runtime(cfg.train)
     info = saved["task_info"]
-    model = build_classifier(cfg, info)
+    model = MODEL_BUILDERS[cfg.task](cfg, info)
     try:
         model.load_state_dict(run.load_best())
     except RuntimeError as e:
         raise NnlabError(f"{run.path}: weights do not fit the model in config.json ({e})") from None
     model.to(runtime.device).eval()
-    if runtime.channels_last:
+    if runtime.channels_last and cfg.task == "image":
         model = model.to(memory_format=torch.channels_last)
     return run, cfg, info, model, runtime
 
@@ -168,6 +176,8 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
     """
     run, cfg, info, model, runtime = load_run(path, device)
     split = split or ("all" if data else "val")
+    if cfg.task == "keyphrase":
+        return _evaluate_keyphrase(run, cfg, info, model, runtime, data, split)
     if tta not in (None, "none", "flip", "flip-translate"):
         raise NnlabError(f"--tta {tta}: unknown (none, flip, flip-translate)")
     if split not in ("val", "test", "all"):
@@ -229,3 +239,70 @@ def predict_images(path: str | Path, files: list[str], top_k: int = 3,
                                                strict=True)]}
         for i, file in enumerate(files)
     ]
+
+
+# -- keyphrase runs -------------------------------------------------------------------------
+def _evaluate_keyphrase(run: RunDir, cfg: RunConfig, info: dict, model: torch.nn.Module,
+                        runtime: Runtime, data: str | None, split: str) -> dict[str, Any]:
+    """Without --data: the run's validation data (`val`) or its folder's test file (`test`).
+    With --data: a labelled CoNLL file, or a folder's validation (`val`) or test file."""
+    from nnlab.data.conll import read_conll
+    from nnlab.tasks.keyphrase import encode, evaluate_tagger, load_keyphrase
+
+    if split not in ("val", "test", "all"):
+        raise NnlabError(f"--split {split}: unknown split (val, test, all)")
+    d = cfg.data
+    if data is not None and Path(data).is_file():
+        tagged = read_conll(data, d.tag_scheme, d.collapse_types, d.invalid_tags)
+        where = str(Path(data).resolve())
+    else:
+        where = data or info["data"]["path"]
+        if not Path(where).exists():
+            raise NnlabError(f"{where}: the run's data is gone; pass --data FILE")
+        source = load_keyphrase(where, cfg)
+        if split == "test":
+            if source.test is None:
+                raise NnlabError(f"{where}: no test file there")
+            tagged = source.test
+        elif split == "val":
+            tagged = source.val
+        else:
+            raise NnlabError("--split all: give a file with --data FILE")
+    result = evaluate_tagger(model, encode(tagged, info), info, runtime, d.eval_batch_size,
+                             detailed=True)
+    result.pop("confusion"), result.pop("classes")
+    unseen = sorted({s.type for spans in tagged.spans for s in spans} - set(info["types"]))
+    result |= {"run": str(run.path), "model": cfg.model.name, "data": where, "split": split,
+               "repaired_spans": tagged.repaired, "unseen_types": unseen}
+    return result
+
+
+def predict_keyphrases(path: str | Path, texts: list[str], device: str = "auto"
+                       ) -> list[dict[str, Any]]:
+    """Keyphrases in raw texts: tokenised as the training data was, tagged, spans mapped back
+    to character offsets in the original text."""
+    from nnlab.data.conll import TaggedText
+    from nnlab.data.tags import spans_from_tags
+    from nnlab.data.tokenize import TokenizerStyle, tokenize
+    from nnlab.tasks.keyphrase import encode, predict_tags
+
+    _run, cfg, info, model, runtime = load_run(path, device)
+    if cfg.task != "keyphrase":
+        raise NnlabError(f"{path}: a {cfg.task} run; give it image files, not text")
+    style = TokenizerStyle(**info["tokenizer"])
+    tokenized = [tokenize(text, style) for text in texts]
+    for i, tokens in enumerate(tokenized):
+        if not tokens:
+            raise NnlabError(f"text {i + 1}: empty; nothing to extract keyphrases from")
+    tagged = TaggedText("input", [[t.text for t in toks] for toks in tokenized],
+                        [[] for _ in tokenized], [0] * len(tokenized), "bio")
+    preds, _ = predict_tags(model, encode(tagged, info), runtime, cfg.data.eval_batch_size)
+    results = []
+    for text, tokens, pred in zip(texts, tokenized, preds, strict=True):
+        spans = spans_from_tags([info["tags"][j] for j in pred.tolist()], info["encoding"])[0]
+        phrases = []
+        for s in spans:
+            start, end = tokens[s.start].start, tokens[s.end - 1].end
+            phrases.append({"text": text[start:end], "type": s.type, "start": start, "end": end})
+        results.append({"text": text, "keyphrases": phrases})
+    return results

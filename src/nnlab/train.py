@@ -169,7 +169,8 @@ class Trainer:
         dev = self.runtime.device
         loss_sum = torch.zeros((), device=dev)  # device-side sums: no sync per step
         metric_sum = torch.zeros((), device=dev)
-        count = 0
+        count = metric_count = 0
+        train_metric = self.task.train_metric
         steps = self.task.steps_per_epoch()
         self.runtime.synchronize()
         start = time.perf_counter()
@@ -190,11 +191,12 @@ class Trainer:
                 loss_sum += out.loss.detach() * out.count
                 metric_sum += out.metric_sum.detach()
                 count += out.count
+                metric_count += out.count if out.metric_count is None else out.metric_count
                 if bar and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
                     rate = count / max(time.perf_counter() - start, 1e-9)
                     bar.update(task_id, completed=i + 1, info=(
                         f"loss {loss_sum.item() / count:.4f}  "
-                        f"{self.task.main_metric} {metric_sum.item() / count:.4f}  "
+                        f"{train_metric} {metric_sum.item() / max(metric_count, 1):.4f}  "
                         f"{rate:,.0f} {self.task.unit}/s"))
         if self.lookahead is not None:
             self.lookahead.update(self.model, decay=1.0)  # end each epoch on the averaged weights
@@ -207,7 +209,7 @@ class Trainer:
         self.state.train_seconds += seconds
         return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": train_loss,
-                f"train_{self.task.main_metric}": metric_sum.item() / max(count, 1),
+                f"train_{train_metric}": metric_sum.item() / max(metric_count, 1),
                 "seconds": seconds, f"{self.task.unit}_per_s": count / seconds}
 
     def _lookahead_step(self, steps_per_epoch: int) -> None:
@@ -229,10 +231,10 @@ class Trainer:
                         TextColumn("{task.fields[info]}"), console=self.console, transient=True)
 
     def _log_epoch(self, r: dict[str, Any]) -> None:
-        m, unit = self.task.main_metric, self.task.unit
+        m, tm, unit = self.task.main_metric, self.task.train_metric, self.task.unit
         self.console.print(
             f"epoch {r['epoch']:>3}/{self.cfg.train.epochs}  "
-            f"train loss {r['train_loss']:.4f} {m} {r[f'train_{m}']:.4f}  "
+            f"train loss {r['train_loss']:.4f} {tm} {r[f'train_{tm}']:.4f}  "
             f"val loss {r['val_loss']:.4f} {m} {r[f'val_{m}']:.4f}  "
             f"{r[f'{unit}_per_s']:,.0f} {unit}/s  {r['seconds']:.1f}s  lr {r['lr']:.2e}"
             + ("  *" if r["best"] else ""))

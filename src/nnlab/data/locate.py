@@ -10,7 +10,8 @@ from nnlab.data.images import GENERATED
 from nnlab.errors import NnlabError
 
 # where each task's data usually lives below $NNLAB_DATA
-TASK_FOLDERS = {"image": ("cifar10", "cifar-10-batches-py", "cifar-10-batches-bin")}
+TASK_FOLDERS = {"image": ("cifar10", "cifar-10-batches-py", "cifar-10-batches-bin"),
+                "keyphrase": ("keyphrase/inspec", "inspec")}
 DOWNLOADS = {"image": "cifar10"}
 
 
@@ -37,8 +38,7 @@ def find_data(task: str, path: str | None) -> str | None:
 def require_data(task: str, path: str | None) -> str:
     found = find_data(task, path)
     if found is None:
-        raise NnlabError(
-            f"no {task} data found: pass --data PATH, set NNLAB_DATA, run "
-            f"`nnlab data get {DOWNLOADS.get(task, task)}`, or use --data {GENERATED}"
-        )
+        get = f"run `nnlab data get {DOWNLOADS[task]}`, " if task in DOWNLOADS else ""
+        raise NnlabError(f"no {task} data found: pass --data PATH, set NNLAB_DATA, {get}"
+                         f"or use --data {GENERATED}")
     return found

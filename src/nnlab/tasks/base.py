@@ -19,11 +19,13 @@ class StepOutput:
     loss: torch.Tensor  # scalar, mean over the batch; what is back-propagated
     count: int  # examples in the batch
     metric_sum: torch.Tensor  # scalar on the device: sum of the training metric over the batch
+    metric_count: int | None = None  # what metric_sum is a sum over (default: count), e.g. tokens
 
 
 class Task(Protocol):
     name: str
     main_metric: str  # the validation metric that picks the best epoch and stops early
+    train_metric: str  # the cheap metric tracked during training (may equal main_metric)
     higher_is_better: bool
     unit: str  # what an example is called in throughput figures ("images", "sentences")
 

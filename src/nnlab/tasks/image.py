@@ -77,6 +77,7 @@ def match_classes(data: ImageData, classes: list[str], where: str) -> ImageData:
 class ImageTask:
     name = "image"
     main_metric = "accuracy"
+    train_metric = "accuracy"
     higher_is_better = True
     unit = "images"
 
