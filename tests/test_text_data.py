@@ -198,3 +198,13 @@ def test_tokenizer_offsets_and_ptb_style():
     ptb = tokenize(text, TokenizerStyle.from_tokens({"-LRB-", "``"}))
     assert [t.text for t in ptb][1:7] == ["-LRB-", "fast", "-RRB-", "``", "neural", "''"]
     assert text[ptb[1].start : ptb[1].end] == "("
+
+
+def test_split_sentences_never_cuts_a_span(tmp_path):
+    from nnlab.data.conll import split_sentences
+
+    text = "A\tB-KEY\n.\tI-KEY\nb\tI-KEY\nend\tO\n.\tO\nc\tB-KEY\n.\tO\n"
+    data = split_sentences(read_conll(write(tmp_path, text)))
+    assert data.tokens == [["A", ".", "b", "end", "."], ["c", "."]]
+    assert data.spans == [[Span(0, 3, "KEY")], [Span(0, 1, "KEY")]]
+    assert data.lines == [1, 6]

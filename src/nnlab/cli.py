@@ -175,6 +175,9 @@ def list_models(
                 out.print(f"  {n:<24} {models.get(n).description}")
         return
     entry = models.get(name)
+    if entry.task == "keyphrase":
+        _describe_tagger(name, entry)
+        return
     try:
         c, h, w = (int(v) for v in input_shape.split(","))
     except ValueError:
@@ -189,6 +192,29 @@ def list_models(
     out.print(table)
     out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
     out.print(f"options: {models.options(name, ('in_channels', 'num_classes', 'image_size'))}")
+    out.print(f"recipe: {entry.recipe}")
+
+
+def _describe_tagger(name: str, entry) -> None:
+    """Layers and parameters of a tagger for a 20,000-word vocabulary and BIO tags of one type."""
+    from rich.table import Table
+
+    from nnlab import models
+    from nnlab.data.tags import tag_set
+
+    supplied = {"vocab_size": 20_000, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
+                "num_chars": 100}
+    net = models.create(name, "keyphrase", {}, **supplied)
+    table = Table(title=f"{name} (keyphrase): {entry.description}; 20,000 words, 100 characters")
+    for col in ("layer", "module", "parameters"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for mod_name, module in net.named_modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if own:
+            table.add_row(mod_name, repr(module).split("\n")[0].rstrip("("), f"{own:,}")
+    out.print(table)
+    out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
+    out.print(f"options: {models.options(name, tuple(supplied))}")
     out.print(f"recipe: {entry.recipe}")
 
 

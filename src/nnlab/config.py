@@ -41,6 +41,7 @@ class DataConfig:
     encoding: str = "bio"  # the tags the model predicts: bio | bioes
     collapse_types: bool = False  # one span type (KEY) for typed data
     invalid_tags: str = "repair"  # an I-X that opens a span: repair (as conlleval) | error
+    train_unit: str = "sentence"  # train on whole documents or on their sentences | document
 
 
 @dataclass
@@ -253,6 +254,7 @@ def check_choices(cfg: RunConfig) -> None:
         "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "bio", "bioes", "binary")),
         "data.encoding": (cfg.data.encoding, ("bio", "bioes")),
         "data.invalid_tags": (cfg.data.invalid_tags, ("repair", "error")),
+        "data.train_unit": (cfg.data.train_unit, ("sentence", "document")),
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "on", "off")),
     }

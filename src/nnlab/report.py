@@ -51,8 +51,9 @@ def _overlay(views: list[RunView], metric: str, path: Path) -> None:
         epochs = [r["epoch"] for r in v.history]
         line = axes[0].plot(epochs, [r[f"val_{metric}"] for r in v.history], marker="o",
                             markersize=3, label=v.name)[0]
-        axes[0].plot(epochs, [r[f"train_{metric}"] for r in v.history], ":",
-                     color=line.get_color(), alpha=0.7)
+        train = [r.get(f"train_{metric}") for r in v.history]  # absent when not tracked in training
+        if any(t is not None for t in train):
+            axes[0].plot(epochs, train, ":", color=line.get_color(), alpha=0.7)
         axes[1].plot(epochs, [r["val_loss"] for r in v.history], marker="o", markersize=3,
                      color=line.get_color(), label=v.name)
         axes[1].plot(epochs, [r["train_loss"] for r in v.history], ":", color=line.get_color(),
@@ -91,7 +92,7 @@ def _data_line(views: list[RunView]) -> str:
 
 
 def _per_class(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
-    classes = views[0].val.get("classes", [])
+    classes = views[0].val.get("classes", []) if "per_class" in views[0].val else []
     header = ["class"] + [v.name for v in views]
     rows = []
     for c in classes:

@@ -147,3 +147,27 @@ def carve_validation(data: TaggedText, size: float, seed: int) -> tuple[TaggedTe
     random.Random(seed).shuffle(order)
     return (data.subset(sorted(order[held:])),
             data.subset(sorted(order[:held]), f"{data.path} (held-out {held})"))
+
+
+SENTENCE_ENDS = frozenset({".", "?", "!"})
+
+
+def split_sentences(data: TaggedText) -> TaggedText:
+    """Each sequence cut after sentence-final punctuation, never inside a span.
+
+    For training only: many short sequences give more updates per epoch than a few long
+    documents, and the CRF's per-step loop runs over the batch's longest sequence. Evaluation
+    always uses whole documents.
+    """
+    out = TaggedText(data.path, [], [], [], data.scheme, data.repaired, data.types)
+    for tokens, spans, line in zip(data.tokens, data.spans, data.lines, strict=True):
+        inside = set()
+        for s in spans:
+            inside.update(range(s.start, s.end - 1))  # a cut after these would split a span
+        cuts = [i + 1 for i, t in enumerate(tokens[:-1]) if t in SENTENCE_ENDS and i not in inside]
+        for a, b in zip([0, *cuts], [*cuts, len(tokens)], strict=True):
+            out.tokens.append(tokens[a:b])
+            out.spans.append([Span(s.start - a, s.end - a, s.type) for s in spans
+                              if a <= s.start and s.end <= b])
+            out.lines.append(line + a)
+    return out

@@ -74,6 +74,9 @@ def create(name: str, task: str, args: dict[str, Any], **supplied: Any) -> nn.Mo
             known = ", ".join(f"model.{k}" for k in allowed) or "none"
             raise NnlabError(f"model.{key}: unknown option for {name} (options: {known})")
         default = allowed[key]
+        if isinstance(default, tuple) and isinstance(value, list):
+            args = {**args, key: tuple(value)}  # TOML and --set write sequences as lists
+            value = args[key]
         if default is not None and not isinstance(value, type(default)) and not (
             isinstance(default, float) and isinstance(value, int)
         ):

@@ -152,11 +152,9 @@ RECIPE = {"optim.name": "adam", "optim.lr": 0.002, "data.batch_size": 16,
 
 def _tagger(cell: str, sizes: tuple[int, ...], crf: bool, chars: str = "none", dropout: float = 0.5):
     def build(vocab_size: int, tags: list[str], encoding: str, num_chars: int,
-              word_dim: int = 50, hidden_sizes: list[int] | None = None, dropout: float = dropout,
+              word_dim: int = 50, hidden_sizes: tuple[int, ...] = sizes, dropout: float = dropout,
               chars: str = chars, cell: str = cell, crf: bool = crf, constrained: bool = True
               ) -> SequenceTagger:
-        if hidden_sizes is None:
-            hidden_sizes = list(sizes)
         return SequenceTagger(vocab_size, tags, encoding, num_chars, cell, tuple(hidden_sizes),
                               word_dim, chars, dropout, crf, constrained)
 

@@ -19,7 +19,13 @@ from torch import nn
 
 from nnlab import models
 from nnlab.config import RunConfig
-from nnlab.data.conll import TaggedText, carve_validation, find_split_files, read_conll
+from nnlab.data.conll import (
+    TaggedText,
+    carve_validation,
+    find_split_files,
+    read_conll,
+    split_sentences,
+)
 from nnlab.data.embeddings import embedding_matrix, load_vectors
 from nnlab.data.tags import Span, spans_from_tags, tag_set, tags_from_spans
 from nnlab.data.tokenize import TokenizerStyle
@@ -172,6 +178,9 @@ class KeyphraseTask:
         train = source.train
         if 0 < d.limit < len(train):
             train = train.subset(list(range(d.limit)))
+        documents = len(train)
+        if d.train_unit == "sentence":
+            train = split_sentences(train)
         self.vectors = load_vectors(d.embeddings) if d.embeddings else None
         extra = self.vectors.words[: d.embedding_words] if self.vectors else []
         all_tokens = [w for seq in train.tokens for w in seq]
@@ -185,6 +194,7 @@ class KeyphraseTask:
             "tokenizer": TokenizerStyle.from_tokens(set(all_tokens)).__dict__,
             "data": {"path": source.path, "format": source.format,
                      "fingerprint": source.fingerprint, "train_examples": len(train),
+                     "train_documents": documents, "train_unit": d.train_unit,
                      "val_examples": len(source.val), "has_test": source.test is not None,
                      "train_tokens": train.num_tokens(), "val_tokens": source.val.num_tokens(),
                      "repaired_spans": train.repaired + source.val.repaired},
