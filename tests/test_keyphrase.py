@@ -14,6 +14,7 @@ import torch
 from conftest import SHARED_DATA
 from nnlab.data.tags import tag_set
 from nnlab.models.tagger import SequenceTagger
+from nnlab.tasks.keyphrase import O_BIASES
 
 REAL_KEYPHRASE = Path(os.environ.get("NNLAB_DATA", SHARED_DATA)) / "keyphrase"
 PHRASES = [["neural", "network"], ["support", "vector", "machine"], ["graph"], ["genetic", "algorithm"]]
@@ -53,6 +54,9 @@ def test_train_evaluate_predict(run_cli, corpus, tmp_path):
     assert r.code == 0, r.err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "keyphrase" and summary["best_val_span_f1"] > 0.8
+    # the O offset is chosen on validation after training, never making validation F1 worse
+    assert summary["o_bias"] in O_BIASES
+    assert summary["val"]["span_f1"] >= summary["val_span_f1_without_o_bias"]
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"train_token_accuracy", "val_span_f1", "val_token_f1"} <= set(history[0])
     assert (run / "plots" / "curves.png").is_file()

@@ -42,6 +42,7 @@ class DataConfig:
     collapse_types: bool = False  # one span type (KEY) for typed data
     invalid_tags: str = "repair"  # an I-X that opens a span: repair (as conlleval) | error
     train_unit: str = "sentence"  # train on whole documents or on their sentences | document
+    calibrate_o_bias: bool = True  # after training, pick the decoding offset of O on validation
 
 
 @dataclass

@@ -130,6 +130,12 @@ def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> di
     summary = trainer.fit()
     # the figures that matter are those of the best weights, not of the last epoch
     trainer.model.load_state_dict(run.load_best())
+    finalize = getattr(task, "finalize", None)
+    if finalize is not None:  # a post-training choice made on validation data, saved with the weights
+        chosen = finalize(trainer.model)
+        if chosen:
+            run.save_best(trainer.model.state_dict(), {"epoch": str(summary["best_epoch"])})
+            summary |= chosen
     val = task.evaluate(trainer.model, "val", detailed=True)
     atomic_write_json(run.path / "eval" / "val.json", val)
     summary["val"] = {k: v for k, v in val.items() if k not in ("confusion", "classes")}
@@ -296,7 +302,7 @@ def predict_keyphrases(path: str | Path, texts: list[str], device: str = "auto"
             raise NnlabError(f"text {i + 1}: empty; nothing to extract keyphrases from")
     tagged = TaggedText("input", [[t.text for t in toks] for toks in tokenized],
                         [[] for _ in tokenized], [0] * len(tokenized), "bio")
-    preds, _ = predict_tags(model, encode(tagged, info), runtime, cfg.data.eval_batch_size)
+    preds = predict_tags(model, encode(tagged, info), runtime, cfg.data.eval_batch_size)[0][0]
     results = []
     for text, tokens, pred in zip(texts, tokenized, preds, strict=True):
         spans = spans_from_tags([info["tags"][j] for j in pred.tolist()], info["encoding"])[0]

@@ -36,6 +36,7 @@ from nnlab.metrics import confusion_matrix, span_scores, token_scores
 from nnlab.tasks.base import StepOutput
 
 CHUNK_BATCHES = 50  # batches per length-sorted chunk
+O_BIASES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # candidate decoding offsets of the O tag
 
 
 @dataclass
@@ -278,20 +279,39 @@ class KeyphraseTask:
             return encode(self.source.test, self._info)
         raise NnlabError(f"--split {split}: unknown split (val, test)")
 
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        """Fix the decoding offset of `O` chosen on the validation data for the best epoch, if
+        asked (`data.calibrate_o_bias`): taggers trained on keyphrases under-predict them, and
+        span F1 is best where precision and recall meet. Returns the choice, for the summary."""
+        if not self.cfg.data.calibrate_o_bias:
+            return {}
+        chosen = self.evaluate(model, "val")["o_bias"]
+        without = evaluate_tagger(model, self.val, self._info, self.runtime,
+                                  self.cfg.data.eval_batch_size, o_biases=(0.0,))
+        model.o_bias.fill_(chosen)
+        return {"o_bias": chosen, "val_span_f1_without_o_bias": without["span_f1"]}
+
     def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
+        """Per-epoch validation scores each epoch at its best `O` offset when calibrating, so
+        the epoch is picked on the figure the run will report; the final, detailed
+        evaluation uses the offset fixed in the model."""
+        biases = O_BIASES if (self.cfg.data.calibrate_o_bias and split == "val"
+                              and not detailed) else (None,)
         return evaluate_tagger(model, self.split_data(split), self._info, self.runtime,
-                               self.cfg.data.eval_batch_size, detailed)
+                               self.cfg.data.eval_batch_size, detailed, biases)
 
 
 @torch.inference_mode()
-def predict_tags(model: nn.Module, enc: Encoded, runtime: Runtime, batch_size: int
-                 ) -> tuple[list[torch.Tensor], float]:
-    """Decoded tag ids per sequence, and the summed loss (sequences sorted by length, so
-    batches are dense)."""
+def predict_tags(model: nn.Module, enc: Encoded, runtime: Runtime, batch_size: int,
+                 o_biases: tuple[float | None, ...] = (None,)
+                 ) -> tuple[list[list[torch.Tensor]], float]:
+    """Decoded tag ids per sequence for each decoding offset of `O` (None: the model's own),
+    and the summed loss. Emissions are computed once; sequences are sorted by length so
+    batches are dense."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(enc)), key=lambda i: enc.lengths[i])
-    preds: list[torch.Tensor | None] = [None] * len(enc)
+    preds: list[list[torch.Tensor]] = [[None] * len(enc) for _ in o_biases]  # type: ignore[list-item]
     loss_sum = 0.0
     with_chars = uses_chars(model)
     for k in range(0, len(order), batch_size):
@@ -301,27 +321,38 @@ def predict_tags(model: nn.Module, enc: Encoded, runtime: Runtime, batch_size: i
         with runtime.autocast():
             emissions = model(batch["words"], batch["chars"], mask).float()  # (B, T, N)
         loss_sum += model.loss(emissions, batch["tags"], mask).item() * len(idx)
-        decoded = model.decode(emissions, mask).cpu()  # (B, T)
-        for row, i in enumerate(idx):
-            preds[i] = decoded[row, : enc.lengths[i]]
+        for out, bias in zip(preds, o_biases, strict=True):
+            decoded = model.decode(emissions, mask, bias).cpu()  # (B, T)
+            for row, i in enumerate(idx):
+                out[i] = decoded[row, : enc.lengths[i]]
     model.train(was_training)
-    return preds, loss_sum  # type: ignore[return-value]
+    return preds, loss_sum
 
 
 def evaluate_tagger(model: nn.Module, enc: Encoded, info: dict[str, Any], runtime: Runtime,
-                    batch_size: int, detailed: bool = False) -> dict:
-    """Span P/R/F1 (exact match), token accuracy and token-level keyword F1, and the loss."""
-    preds, loss_sum = predict_tags(model, enc, runtime, batch_size)
+                    batch_size: int, detailed: bool = False,
+                    o_biases: tuple[float | None, ...] = (None,)) -> dict:
+    """Span P/R/F1 (exact match), token accuracy and token-level keyword F1, and the loss.
+
+    With several `o_biases`, the metrics are those of the offset with the best span F1,
+    which is returned as `o_bias` (how the offset is chosen on validation data)."""
+    all_preds, loss_sum = predict_tags(model, enc, runtime, batch_size, o_biases)
     tags = info["tags"]
-    pred_spans = [spans_from_tags([tags[j] for j in p.tolist()], info["encoding"])[0]
-                  for p in preds]
+    best = None
+    for preds, bias in zip(all_preds, o_biases, strict=True):
+        pred_spans = [spans_from_tags([tags[j] for j in p.tolist()], info["encoding"])[0]
+                      for p in preds]
+        spans = span_scores(enc.spans, pred_spans)
+        if best is None or spans["span_f1"] > best[0]["span_f1"]:
+            best = (spans, preds, pred_spans, bias)
+    spans, preds, pred_spans, bias = best  # type: ignore[misc]
     gold_tags = torch.cat(enc.tags)  # (tokens,)
     pred_tags = torch.cat(preds)  # (tokens,)
     n = len(enc)
     result: dict[str, Any] = {"loss": loss_sum / max(n, 1)}
-    spans = span_scores(enc.spans, pred_spans)
     per_type = spans.pop("per_type")
     result |= spans
+    result["o_bias"] = float(model.o_bias) if bias is None else bias
     result["token_accuracy"] = (gold_tags == pred_tags).double().mean().item()
     result |= token_scores(_in_span(enc.spans, enc.lengths), _in_span(pred_spans, enc.lengths))
     result |= {"n": n, "tokens": int(gold_tags.numel())}
