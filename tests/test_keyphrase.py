@@ -93,7 +93,7 @@ def test_every_tagger_variant_trains(run_cli, corpus, tmp_path):
 def test_glove_text_file_and_frozen_vectors(run_cli, corpus, tmp_path):
     vectors = tmp_path / "vec.txt"
     vectors.write_text("".join(f"{w} {' '.join(str((i * 7 + j) % 5 - 2) for j in range(6))}\n"
-                               for i, w in enumerate(FILLER + ["neural", "graph"])))
+                               for i, w in enumerate([*FILLER, "neural", "graph"])))
     run = tmp_path / "run"
     r = run_cli("train", "keyphrase", "--model", "bilstm", "--data", corpus, "--epochs", "1",
                 "--embeddings", vectors, "--set", "data.freeze_embeddings=true", "--out", run)

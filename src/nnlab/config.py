@@ -43,6 +43,10 @@ class DataConfig:
     invalid_tags: str = "repair"  # an I-X that opens a span: repair (as conlleval) | error
     train_unit: str = "sentence"  # train on whole documents or on their sentences | document
     calibrate_o_bias: bool = True  # after training, pick the decoding offset of O on validation
+    # -- similarity --
+    pair_layout: str = "auto"  # auto | sick | sts | tsv
+    pair_columns: tuple[str, str, str] | None = None  # tsv: sentence A, sentence B, score columns
+    score_range: tuple[float, float] | None = None  # tsv (or an override): the scores' range
 
 
 @dataclass
@@ -53,14 +57,14 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam | adamw | rmsprop
+    name: str = "sgd"  # sgd | adam | adamw | rmsprop | adadelta
     lr: float = 0.01
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    alpha: float = 0.99  # RMSprop smoothing constant (Keras calls it rho, default 0.9)
+    alpha: float = 0.99  # RMSprop smoothing constant (Keras calls it rho, default 0.9); Adadelta's rho
     bias_decay: bool = False  # weight decay on 1-d parameters (biases, norm scales) too
     norm_lr_scale: float = 1.0  # learning-rate factor for normalisation layers' parameters
 
@@ -110,7 +114,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-TASKS = ("image", "keyphrase")
+TASKS = ("image", "keyphrase", "similarity")
 
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
@@ -247,7 +251,7 @@ def check_choices(cfg: RunConfig) -> None:
         "task": (cfg.task, TASKS),
         "data.augment": (cfg.data.augment, ("none", "crop-flip", "keras", "airbench")),
         "data.tta": (cfg.data.tta, ("none", "flip", "flip-translate")),
-        "optim.name": (cfg.optim.name, ("sgd", "adam", "adamw", "rmsprop")),
+        "optim.name": (cfg.optim.name, ("sgd", "adam", "adamw", "rmsprop", "adadelta")),
         "schedule.name": (
             cfg.schedule.name,
             ("constant", "step", "cosine", "warmup-linear", "plateau"),
@@ -256,6 +260,7 @@ def check_choices(cfg: RunConfig) -> None:
         "data.encoding": (cfg.data.encoding, ("bio", "bioes")),
         "data.invalid_tags": (cfg.data.invalid_tags, ("repair", "error")),
         "data.train_unit": (cfg.data.train_unit, ("sentence", "document")),
+        "data.pair_layout": (cfg.data.pair_layout, ("auto", "sick", "sts", "tsv")),
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "on", "off")),
     }

@@ -32,10 +32,13 @@ from nnlab.tasks.image import (
     tta_logits,
 )
 from nnlab.tasks.keyphrase import KeyphraseTask, build_tagger
+from nnlab.tasks.similarity import SimilarityTask, build_regressor
 from nnlab.train import Trainer
 
-TASKS = {"image": ImageTask, "keyphrase": KeyphraseTask}
-MODEL_BUILDERS = {"image": build_classifier, "keyphrase": build_tagger}
+TASKS = {"image": ImageTask, "keyphrase": KeyphraseTask, "similarity": SimilarityTask}
+MODEL_BUILDERS = {"image": build_classifier, "keyphrase": build_tagger,
+                  "similarity": build_regressor}
+DETAIL_KEYS = ("confusion", "classes", "predictions", "gold")  # in eval/val.json, not the summary
 
 
 def resolve_config(task: str | None, model: str | None, config_file: str | None = None,
@@ -138,10 +141,14 @@ def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> di
             summary |= chosen
     val = task.evaluate(trainer.model, "val", detailed=True)
     atomic_write_json(run.path / "eval" / "val.json", val)
-    summary["val"] = {k: v for k, v in val.items() if k not in ("confusion", "classes")}
+    summary["val"] = {k: v for k, v in val.items() if k not in DETAIL_KEYS}
     history = run.read_metrics()
     plots.training_curves(history, task.main_metric, run.plots / "curves.png",
                           title=f"{trainer.cfg.model.name}")
+    if "predictions" in val:
+        plots.scatter(val["predictions"], val["gold"], run.plots / "scatter_val.png",
+                      title=f"{trainer.cfg.model.name}: validation, best epoch (Pearson r "
+                            f"{val['pearson']:.3f})")
     if "confusion" in val:
         plots.confusion(val["confusion"], val["classes"], run.plots / "confusion_val.png",
                         title=f"{trainer.cfg.model.name}: validation, best epoch")
@@ -184,6 +191,8 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
     split = split or ("all" if data else "val")
     if cfg.task == "keyphrase":
         return _evaluate_keyphrase(run, cfg, info, model, runtime, data, split)
+    if cfg.task == "similarity":
+        return _evaluate_similarity(run, cfg, info, model, runtime, data, split)
     if tta not in (None, "none", "flip", "flip-translate"):
         raise NnlabError(f"--tta {tta}: unknown (none, flip, flip-translate)")
     if split not in ("val", "test", "all"):
@@ -312,3 +321,58 @@ def predict_keyphrases(path: str | Path, texts: list[str], device: str = "auto"
             phrases.append({"text": text[start:end], "type": s.type, "start": start, "end": end})
         results.append({"text": text, "keyphrases": phrases})
     return results
+
+
+# -- similarity runs -------------------------------------------------------------------------
+def _evaluate_similarity(run: RunDir, cfg: RunConfig, info: dict, model: torch.nn.Module,
+                         runtime: Runtime, data: str | None, split: str) -> dict[str, Any]:
+    """Without --data: the run's validation pairs (`val`) or its folder's test file (`test`).
+    With --data: a pair file, or a folder's validation (`val`) or test file."""
+    from nnlab.tasks.similarity import encode_pairs, evaluate_pairs, load_pairs, pair_reader
+
+    if split not in ("val", "test", "all"):
+        raise NnlabError(f"--split {split}: unknown split (val, test, all)")
+    if data is not None and Path(data).is_file():
+        pairs = pair_reader(cfg)(Path(data))
+        where = str(Path(data).resolve())
+    else:
+        where = data or info["data"]["path"]
+        if not Path(where).exists():
+            raise NnlabError(f"{where}: the run's data is gone; pass --data FILE")
+        source = load_pairs(where, cfg)
+        if split == "test":
+            if source.test is None:
+                raise NnlabError(f"{where}: no test file there")
+            pairs = source.test
+        elif split == "val":
+            pairs = source.val
+        else:
+            raise NnlabError("--split all: give a file with --data FILE")
+    result = evaluate_pairs(model, encode_pairs(pairs, info), runtime, cfg.data.eval_batch_size)
+    if tuple(pairs.score_range) != tuple(info["score_range"]):
+        result["note"] = (f"scores of {where} lie in {list(pairs.score_range)}, the run predicts "
+                          f"in {info['score_range']}: MSE is not comparable, correlations are")
+    return result | {"run": str(run.path), "model": cfg.model.name, "data": where, "split": split}
+
+
+def predict_similarity(path: str | Path, pairs: list[tuple[str, str]], device: str = "auto"
+                       ) -> list[dict[str, Any]]:
+    """Scores for raw sentence pairs, in the run's score range."""
+    from nnlab.data.pairs import words
+    from nnlab.data.vocab import Vocab
+    from nnlab.tasks.similarity import EncodedPairs, predict_scores
+
+    _run, cfg, info, model, runtime = load_run(path, device)
+    if cfg.task != "similarity":
+        raise NnlabError(f"{path}: a {cfg.task} run, not a similarity run")
+    vocab = Vocab.from_dict(info["vocab"])
+    a, b = [], []
+    for i, (first, second) in enumerate(pairs, start=1):
+        for name, text in (("first", first), ("second", second)):
+            if not words(text):
+                raise NnlabError(f"pair {i}: the {name} sentence is empty")
+        a.append(torch.tensor(vocab.lookup(words(first)), dtype=torch.int64))
+        b.append(torch.tensor(vocab.lookup(words(second)), dtype=torch.int64))
+    enc = EncodedPairs(a, b, torch.zeros(len(pairs)))
+    scores = predict_scores(model, enc, runtime, cfg.data.eval_batch_size).tolist()
+    return [{"a": p[0], "b": p[1], "score": round(s, 4)} for p, s in zip(pairs, scores, strict=True)]

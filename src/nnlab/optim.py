@@ -53,6 +53,8 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
                                    momentum=cfg.momentum)
+    if cfg.name == "adadelta":  # MaLSTM's choice; rho is Adadelta's decay (alpha here)
+        return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.alpha, eps=cfg.eps)
     raise ValueError(f"unknown optimiser {cfg.name!r}")
 
 

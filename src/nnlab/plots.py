@@ -62,3 +62,17 @@ def confusion(matrix: list[list[int]], classes: list[str], path: Path, title: st
     if title:
         ax.set_title(title)
     _save(fig, path)
+
+
+def scatter(predicted: list[float], gold: list[float], path: Path, title: str = "") -> None:
+    """Predicted against gold scores, with the diagonal a perfect model would sit on."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.scatter(gold, predicted, s=6, alpha=0.4)
+    lo, hi = min(min(gold), min(predicted)), max(max(gold), max(predicted))
+    ax.plot([lo, hi], [lo, hi], "--", color="grey", linewidth=1)
+    ax.set_xlabel("gold score")
+    ax.set_ylabel("predicted score")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)

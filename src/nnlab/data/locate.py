@@ -11,7 +11,8 @@ from nnlab.errors import NnlabError
 
 # where each task's data usually lives below $NNLAB_DATA
 TASK_FOLDERS = {"image": ("cifar10", "cifar-10-batches-py", "cifar-10-batches-bin"),
-                "keyphrase": ("keyphrase/inspec", "inspec")}
+                "keyphrase": ("keyphrase/inspec", "inspec"),
+                "similarity": ("sick",)}
 DOWNLOADS = {"image": "cifar10"}
 
 

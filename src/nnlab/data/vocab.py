@@ -18,9 +18,12 @@ PAD, UNK = "<pad>", "<unk>"
 class Vocab:
     items: list[str]  # index -> item; items[0] is PAD, items[1] is UNK
     lowercase: bool = False
+    trained: int = 0  # items[:trained] come from the training data; later ones only from `extra`
 
     def __post_init__(self) -> None:
         self.index = {item: i for i, item in enumerate(self.items)}
+        if not self.trained:
+            self.trained = len(self.items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -45,12 +48,12 @@ class Vocab:
         kept = [x for x, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                 if c >= min_count]
         known = set(kept)
-        kept += [x for x in dict.fromkeys(extra) if x not in known]
-        return cls([PAD, UNK, *kept], lowercase)
+        added = [x for x in dict.fromkeys(extra) if x not in known]
+        return cls([PAD, UNK, *kept, *added], lowercase, 2 + len(kept))
 
     def to_dict(self) -> dict:
-        return {"items": self.items, "lowercase": self.lowercase}
+        return {"items": self.items, "lowercase": self.lowercase, "trained": self.trained}
 
     @classmethod
     def from_dict(cls, raw: dict) -> Vocab:
-        return cls(list(raw["items"]), bool(raw["lowercase"]))
+        return cls(list(raw["items"]), bool(raw["lowercase"]), int(raw.get("trained", 0)))

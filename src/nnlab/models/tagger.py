@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from nnlab.data.tags import allowed_transitions
 from nnlab.errors import NnlabError
 from nnlab.models.crf import CRF
+from nnlab.models.embedding import WordEmbedding
 from nnlab.models.registry import register
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -93,7 +94,7 @@ class SequenceTagger(nn.Module):
     def __init__(self, vocab_size: int, tags: list[str], encoding: str, num_chars: int = 0,
                  cell: str = "lstm", hidden_sizes: tuple[int, ...] = (32,), word_dim: int = 50,
                  chars: str = "none", dropout: float = 0.0, crf: bool = False,
-                 constrained: bool = True):
+                 constrained: bool = True, frozen_words: int = 0):
         super().__init__()
         if cell not in CELLS:
             raise NnlabError(f"model.cell: unknown cell {cell!r} (rnn, lstm, gru)")
@@ -101,7 +102,7 @@ class SequenceTagger(nn.Module):
             raise NnlabError(f"model.chars: unknown character features {chars!r} (none, cnn, lstm)")
         if not hidden_sizes or min(hidden_sizes) < 1:
             raise NnlabError(f"model.hidden_sizes: need at least one positive size, got {hidden_sizes}")
-        self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
+        self.words = WordEmbedding(vocab_size - frozen_words, frozen_words, word_dim)
         self.chars = None
         feature_dim = word_dim
         if chars != "none":
@@ -161,12 +162,12 @@ RECIPE = {"optim.name": "adam", "optim.lr": 0.002, "schedule.name": "cosine",
 
 
 def _tagger(cell: str, sizes: tuple[int, ...], crf: bool, chars: str = "none", dropout: float = 0.5):
-    def build(vocab_size: int, tags: list[str], encoding: str, num_chars: int,
+    def build(vocab_size: int, tags: list[str], encoding: str, num_chars: int, frozen_words: int = 0,
               word_dim: int = 50, hidden_sizes: tuple[int, ...] = sizes, dropout: float = dropout,
               chars: str = chars, cell: str = cell, crf: bool = crf, constrained: bool = True
               ) -> SequenceTagger:
         return SequenceTagger(vocab_size, tags, encoding, num_chars, cell, tuple(hidden_sizes),
-                              word_dim, chars, dropout, crf, constrained)
+                              word_dim, chars, dropout, crf, constrained, frozen_words)
 
     return build
 

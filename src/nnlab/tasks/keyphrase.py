@@ -26,7 +26,6 @@ from nnlab.data.conll import (
     read_conll,
     split_sentences,
 )
-from nnlab.data.embeddings import embedding_matrix, load_vectors
 from nnlab.data.tags import Span, spans_from_tags, tag_set, tags_from_spans
 from nnlab.data.tokenize import TokenizerStyle
 from nnlab.data.vocab import Vocab
@@ -34,6 +33,7 @@ from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
 from nnlab.tasks.base import StepOutput
+from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
 
 CHUNK_BATCHES = 50  # batches per length-sorted chunk
 O_BIASES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # candidate decoding offsets of the O tag
@@ -144,16 +144,9 @@ def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: 
 
 
 def build_tagger(cfg: RunConfig, info: dict[str, Any]) -> nn.Module:
-    args = dict(cfg.model.args)
-    supplied = {"vocab_size": len(info["vocab"]["items"]), "tags": info["tags"],
-                "encoding": info["encoding"], "num_chars": len(info["chars"]["items"])}
-    if info.get("embeddings"):
-        dim = info["embeddings"]["dim"]
-        if args.get("word_dim", dim) != dim:
-            raise NnlabError(f"model.word_dim: {args['word_dim']}, but the embeddings have {dim} "
-                             "dimensions")
-        args.pop("word_dim", None)
-        supplied["word_dim"] = dim
+    args, supplied = word_args(cfg.model.args, info)
+    supplied |= {"tags": info["tags"], "encoding": info["encoding"],
+                 "num_chars": len(info["chars"]["items"])}
     return models.create(cfg.model.name, "keyphrase", args, **supplied)
 
 
@@ -182,10 +175,8 @@ class KeyphraseTask:
         documents = len(train)
         if d.train_unit == "sentence":
             train = split_sentences(train)
-        self.vectors = load_vectors(d.embeddings) if d.embeddings else None
-        extra = self.vectors.words[: d.embedding_words] if self.vectors else []
         all_tokens = [w for seq in train.tokens for w in seq]
-        vocab = Vocab.build(all_tokens, d.min_count, d.lowercase, extra)
+        vocab, self.vectors = build_vocab(all_tokens, d)
         chars = Vocab.build((c for w in all_tokens for c in w), 1)
         types = train.types
         self._info: dict[str, Any] = {
@@ -202,9 +193,7 @@ class KeyphraseTask:
             "coverage": {"train_tokens": vocab.coverage(all_tokens),
                          "val_tokens": vocab.coverage(w for s in source.val.tokens for w in s)},
         }
-        if self.vectors is not None:
-            self._info["embeddings"] = {"name": d.embeddings, "dim": self.vectors.dim,
-                                        "frozen": d.freeze_embeddings}
+        self._info |= embeddings_info(self.vectors, d)
         self.train = encode(train, self._info)
         self.val = encode(source.val, self._info)
         self.batch_size = d.batch_size
@@ -230,13 +219,7 @@ class KeyphraseTask:
     def build_model(self) -> nn.Module:
         model = build_tagger(self.cfg, self._info)
         self._with_chars = uses_chars(model)  # batches carry characters only when used
-        if self.vectors is not None:
-            matrix, found = embedding_matrix(self.vectors, self._info["vocab"]["items"],
-                                             seed=self.cfg.train.seed)
-            self._info["embeddings"]["found"] = found
-            with torch.no_grad():
-                model.words.weight.copy_(torch.from_numpy(matrix))
-            model.words.weight.requires_grad_(not self.cfg.data.freeze_embeddings)
+        load_pretrained(model, self.vectors, self._info, self.cfg.data, self.cfg.train.seed)
         return model
 
     def _chunks(self) -> list[int]:
