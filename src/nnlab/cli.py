@@ -74,6 +74,13 @@ def evaluate(
     if "span_f1" in result:
         _print_keyphrase_eval(result)
         return
+    if "pearson" in result:
+        out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} pairs): "
+                  f"Pearson r {result['pearson']:.4f}, Spearman rho {result['spearman']:.4f}, "
+                  f"MSE {result['mse']:.4f}")
+        if "note" in result:
+            out.print(f"  note: {result['note']}")
+        return
     out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} images): "
               f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
     for name, m in result["per_class"].items():
@@ -123,21 +130,60 @@ def _read_texts(inputs: list[str], files: bool) -> list[str]:
     return texts
 
 
+def _read_pairs(inputs: list[str], pairs_file: str | None) -> list[tuple[str, str]]:
+    if pairs_file is None:
+        if len(inputs) != 2:
+            raise NnlabError(f"predict: a similarity run takes two sentences (got {len(inputs)}) "
+                             "or --pairs FILE.tsv")
+        return [(inputs[0], inputs[1])]
+    if inputs:
+        raise NnlabError("predict: give two sentences or --pairs FILE, not both")
+    path = Path(pairs_file)
+    if not path.is_file():
+        raise NnlabError(f"{pairs_file}: no such file")
+    found = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise NnlabError(f"{pairs_file}:{number}: expected 'sentence<TAB>sentence'")
+        found.append((fields[0], fields[1]))
+    if not found:
+        raise NnlabError(f"{pairs_file}: no sentence pairs")
+    return found
+
+
 @app.command()
 def predict(
     run_dir: Annotated[str, typer.Argument(help="run folder")],
-    inputs: Annotated[list[str], typer.Argument(
-        help="image files; for a keyphrase run, texts ('-' reads stdin)")],
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="image files; keyphrase: texts ('-' reads stdin); similarity: two sentences")] = None,
     files: Annotated[bool, typer.Option("--files", help="keyphrase: inputs are text files")] = False,
+    pairs: Annotated[str | None, typer.Option(
+        help="similarity: a TSV file of sentence pairs (two columns) to score")] = None,
     top_k: Annotated[int, typer.Option(help="classes to show per image")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (keyphrases: with offsets)")
                        ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
-    """Top-k classes for each image file, or the keyphrases of each text."""
+    """Top-k classes for each image file, the keyphrases of each text, or a pair's similarity."""
     from nnlab import experiment
 
-    if _run_task(run_dir) == "keyphrase":
+    inputs = inputs or []
+    task = _run_task(run_dir)
+    if task == "similarity":
+        scored = experiment.predict_similarity(run_dir, _read_pairs(inputs, pairs), device)
+        if as_json:
+            print(json.dumps(scored))
+            return
+        for r in scored:
+            out.print(f"{r['score']:.3f}" if len(scored) == 1 else f"{r['score']:.3f}\t{r['a']}\t{r['b']}",
+                      markup=False, highlight=False)
+        return
+    if not inputs:
+        raise NnlabError("predict: give at least one input")
+    if task == "keyphrase":
         found = experiment.predict_keyphrases(run_dir, _read_texts(inputs, files), device)
         if as_json:
             print(json.dumps(found))
