@@ -208,3 +208,20 @@ def test_split_sentences_never_cuts_a_span(tmp_path):
     assert data.tokens == [["A", ".", "b", "end", "."], ["c", "."]]
     assert data.spans == [[Span(0, 3, "KEY")], [Span(0, 1, "KEY")]]
     assert data.lines == [1, 6]
+
+
+def test_word_embedding_trained_and_frozen_tables():
+    import torch
+
+    from nnlab.models.embedding import WordEmbedding
+
+    emb = WordEmbedding(trained=4, frozen=3, dim=2)
+    matrix = np.arange(14, dtype=np.float32).reshape(7, 2)
+    emb.load(matrix)
+    ids = torch.tensor([[0, 3, 4, 6]])
+    out = emb(ids)
+    np.testing.assert_allclose(out[0].detach().numpy(), matrix[[0, 3, 4, 6]])
+    out.sum().backward()
+    assert emb.weight.grad.shape == (4, 2) and emb.weight.grad[3].tolist() == [1, 1]
+    assert emb.weight.grad[0].tolist() == [0, 0]  # padding gets no gradient
+    assert "frozen" in dict(emb.named_buffers()) and emb.frozen.grad is None

@@ -27,7 +27,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def train(
-    task: Annotated[str | None, typer.Argument(help="image | keyphrase")] = None,
+    task: Annotated[str | None, typer.Argument(help="image | keyphrase | similarity")] = None,
     model: Annotated[str | None, typer.Option(help="registered model name (see `nnlab models`)")] = None,
     data: Annotated[str | None, typer.Option(help="data folder/archive, or 'generated'")] = None,
     epochs: Annotated[int | None, typer.Option(help="number of epochs")] = None,
@@ -221,8 +221,8 @@ def list_models(
                 out.print(f"  {n:<24} {models.get(n).description}")
         return
     entry = models.get(name)
-    if entry.task == "keyphrase":
-        _describe_tagger(name, entry)
+    if entry.task in ("keyphrase", "similarity"):
+        _describe_text_model(name, entry)
         return
     try:
         c, h, w = (int(v) for v in input_shape.split(","))
@@ -241,17 +241,19 @@ def list_models(
     out.print(f"recipe: {entry.recipe}")
 
 
-def _describe_tagger(name: str, entry) -> None:
-    """Layers and parameters of a tagger for a 20,000-word vocabulary and BIO tags of one type."""
+def _describe_text_model(name: str, entry) -> None:
+    """Layers and parameters of a text model for a 20,000-word vocabulary (taggers: BIO tags of
+    one type, 100 characters; similarity: scores 1-5)."""
     from rich.table import Table
 
     from nnlab import models
     from nnlab.data.tags import tag_set
 
-    supplied = {"vocab_size": 20_000, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
-                "num_chars": 100}
-    net = models.create(name, "keyphrase", {}, **supplied)
-    table = Table(title=f"{name} (keyphrase): {entry.description}; 20,000 words, 100 characters")
+    supplied = ({"vocab_size": 20_000, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
+                 "num_chars": 100} if entry.task == "keyphrase"
+                else {"vocab_size": 20_000, "score_range": (1.0, 5.0)})
+    net = models.create(name, entry.task, {}, **supplied)
+    table = Table(title=f"{name} ({entry.task}): {entry.description}; 20,000 words")
     for col in ("layer", "module", "parameters"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for mod_name, module in net.named_modules():
@@ -260,7 +262,7 @@ def _describe_tagger(name: str, entry) -> None:
             table.add_row(mod_name, repr(module).split("\n")[0].rstrip("("), f"{own:,}")
     out.print(table)
     out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
-    out.print(f"options: {models.options(name, tuple(supplied))}")
+    out.print(f"options: {models.options(name, (*supplied, 'frozen_words'))}")
     out.print(f"recipe: {entry.recipe}")
 
 

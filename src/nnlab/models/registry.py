@@ -78,7 +78,8 @@ def create(name: str, task: str, args: dict[str, Any], **supplied: Any) -> nn.Mo
             args = {**args, key: tuple(value)}  # TOML and --set write sequences as lists
             value = args[key]
         if default is not None and not isinstance(value, type(default)) and not (
-            isinstance(default, float) and isinstance(value, int)
+            isinstance(default, float | tuple) and isinstance(value, int | float)
+            and not isinstance(value, bool)  # a number for a per-layer tuple: every layer
         ):
             raise NnlabError(
                 f"model.{key}: expected {type(default).__name__} for {name}, got {value!r}"

@@ -140,7 +140,8 @@ def _siamese(cell: str, sizes: tuple[int, ...], dropout, head: str, pooling: str
               dropout: tuple[float, ...] = dropout, bidirectional: bool = bidirectional,
               pooling: str = pooling, head: str = head, mlp_hidden: int = 128) -> SiameseRegressor:
         return SiameseRegressor(vocab_size, score_range, inputs, word_dim, cell, tuple(hidden_sizes),
-                                tuple(dropout), bidirectional, pooling, head, mlp_hidden, frozen_words)
+                                dropout if isinstance(dropout, int | float) else tuple(dropout),
+                                bidirectional, pooling, head, mlp_hidden, frozen_words)
 
     return build
 
