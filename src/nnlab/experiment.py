@@ -256,7 +256,27 @@ def predict_images(path: str | Path, files: list[str], top_k: int = 3,
     ]
 
 
-# -- keyphrase runs -------------------------------------------------------------------------
+# -- text runs ------------------------------------------------------------------------------
+def _labelled_text(data: str | None, split: str, info: dict, read_file, load_source):
+    """(examples, where) to evaluate a text run on: a file given with --data, or the validation
+    (`val`) or test (`test`) part of a data folder, the run's own when --data is absent."""
+    if split not in ("val", "test", "all"):
+        raise NnlabError(f"--split {split}: unknown split (val, test, all)")
+    if data is not None and Path(data).is_file():
+        return read_file(Path(data)), str(Path(data).resolve())
+    where = data or info["data"]["path"]
+    if not Path(where).exists():
+        raise NnlabError(f"{where}: the run's data is gone; pass --data FILE")
+    source = load_source(where)
+    if split == "test":
+        if source.test is None:
+            raise NnlabError(f"{where}: no test file there")
+        return source.test, where
+    if split == "val":
+        return source.val, where
+    raise NnlabError("--split all: give a file with --data FILE")
+
+
 def _evaluate_keyphrase(run: RunDir, cfg: RunConfig, info: dict, model: torch.nn.Module,
                         runtime: Runtime, data: str | None, split: str) -> dict[str, Any]:
     """Without --data: the run's validation data (`val`) or its folder's test file (`test`).
@@ -264,25 +284,11 @@ def _evaluate_keyphrase(run: RunDir, cfg: RunConfig, info: dict, model: torch.nn
     from nnlab.data.conll import read_conll
     from nnlab.tasks.keyphrase import encode, evaluate_tagger, load_keyphrase
 
-    if split not in ("val", "test", "all"):
-        raise NnlabError(f"--split {split}: unknown split (val, test, all)")
     d = cfg.data
-    if data is not None and Path(data).is_file():
-        tagged = read_conll(data, d.tag_scheme, d.collapse_types, d.invalid_tags)
-        where = str(Path(data).resolve())
-    else:
-        where = data or info["data"]["path"]
-        if not Path(where).exists():
-            raise NnlabError(f"{where}: the run's data is gone; pass --data FILE")
-        source = load_keyphrase(where, cfg)
-        if split == "test":
-            if source.test is None:
-                raise NnlabError(f"{where}: no test file there")
-            tagged = source.test
-        elif split == "val":
-            tagged = source.val
-        else:
-            raise NnlabError("--split all: give a file with --data FILE")
+    tagged, where = _labelled_text(
+        data, split, info,
+        lambda file: read_conll(file, d.tag_scheme, d.collapse_types, d.invalid_tags),
+        lambda folder: load_keyphrase(folder, cfg))
     result = evaluate_tagger(model, encode(tagged, info), info, runtime, d.eval_batch_size,
                              detailed=True)
     result.pop("confusion"), result.pop("classes")
@@ -330,24 +336,8 @@ def _evaluate_similarity(run: RunDir, cfg: RunConfig, info: dict, model: torch.n
     With --data: a pair file, or a folder's validation (`val`) or test file."""
     from nnlab.tasks.similarity import encode_pairs, evaluate_pairs, load_pairs, pair_reader
 
-    if split not in ("val", "test", "all"):
-        raise NnlabError(f"--split {split}: unknown split (val, test, all)")
-    if data is not None and Path(data).is_file():
-        pairs = pair_reader(cfg)(Path(data))
-        where = str(Path(data).resolve())
-    else:
-        where = data or info["data"]["path"]
-        if not Path(where).exists():
-            raise NnlabError(f"{where}: the run's data is gone; pass --data FILE")
-        source = load_pairs(where, cfg)
-        if split == "test":
-            if source.test is None:
-                raise NnlabError(f"{where}: no test file there")
-            pairs = source.test
-        elif split == "val":
-            pairs = source.val
-        else:
-            raise NnlabError("--split all: give a file with --data FILE")
+    pairs, where = _labelled_text(data, split, info, pair_reader(cfg),
+                                  lambda folder: load_pairs(folder, cfg))
     result = evaluate_pairs(model, encode_pairs(pairs, info), runtime, cfg.data.eval_batch_size)
     if tuple(pairs.score_range) != tuple(info["score_range"]):
         result["note"] = (f"scores of {where} lie in {list(pairs.score_range)}, the run predicts "
