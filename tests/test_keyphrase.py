@@ -3,6 +3,7 @@ written here, and on the real data in ../shared/data when it is there."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -47,7 +48,7 @@ def corpus(tmp_path) -> Path:
     return folder
 
 
-def test_train_evaluate_predict(run_cli, corpus, tmp_path):
+def test_train_evaluate_predict(run_cli, corpus, tmp_path, monkeypatch):
     run = tmp_path / "run"
     r = run_cli("train", "keyphrase", "--model", "bilstm-crf", "--data", corpus, "--epochs", "6",
                 "--set", "optim.lr=0.01", "--set", "model.dropout=0.0", "--out", run, "--quiet")
@@ -79,6 +80,8 @@ def test_train_evaluate_predict(run_cli, corpus, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("a genetic algorithm .", encoding="utf-8")
     assert "genetic algorithm" in run_cli("predict", run, doc, "--files").out
+    monkeypatch.setattr("sys.stdin", io.StringIO("results of a support vector machine ."))
+    assert "support vector machine" in run_cli("predict", run, "-").out
 
 
 def test_every_tagger_variant_trains(run_cli, corpus, tmp_path):

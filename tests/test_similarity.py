@@ -85,7 +85,7 @@ def test_missing_header_and_generic_tsv_without_mapping(tmp_path):
         read_pairs(path, "tsv")
 
 
-@pytest.mark.parametrize("head", ["malstm", "cosine", "mlp"])
+@pytest.mark.parametrize("head", ["malstm", "cosine", "mlp", "dist"])
 @pytest.mark.parametrize("cell,pooling,bidirectional", [("rnn", "last", False), ("lstm", "max", True),
                                                          ("gru", "mean", False)])
 def test_siamese_is_symmetric_in_range_and_padding_free(head, cell, pooling, bidirectional):

@@ -8,7 +8,11 @@ through the encoder in one packed batch, so weights are shared by construction.
 Heads map into the data's score range [lo, hi], read from the data set:
 - `malstm`: lo + (hi - lo) * exp(-L1 distance of the two encodings);
 - `cosine`: lo + (hi - lo) * (1 + cos) / 2;
-- `mlp`:    lo + (hi - lo) * sigmoid(MLP([|a - b|, a * b])) (InferSent-style features).
+- `mlp`:    lo + (hi - lo) * sigmoid(MLP([|a - b|, a * b])) (InferSent-style features);
+- `dist`:   Tai et al. 2015: the same MLP gives a distribution over the integer scores of the
+            range (lo, lo+1, ..., hi), the prediction is its mean, and training minimises the
+            KL divergence to the gold score spread over its two nearest integers.
+All but `dist` train on the mean squared error.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from nnlab.models.embedding import WordEmbedding
 from nnlab.models.registry import register
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-HEADS = ("malstm", "cosine", "mlp")
+HEADS = ("malstm", "cosine", "mlp", "dist")
 
 
 class SentenceEncoder(nn.Module):
@@ -55,7 +59,7 @@ class SentenceEncoder(nn.Module):
             layers.append(CELLS[cell](dim, size, batch_first=True, bidirectional=bidirectional, **kwargs))
             dim = directions * size
         self.layers = nn.ModuleList(layers)
-        self.drops = nn.ModuleList(nn.Dropout(p) for p in drops)  # after each layer
+        self.drops = nn.ModuleList(nn.Dropout(p) for p in drops)  # after each layer (see forward)
         self.out_dim = dim
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -64,17 +68,21 @@ class SentenceEncoder(nn.Module):
         x = self.words(ids) if self.words is not None else F.one_hot(ids, self.vocab_size).float()
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         last = None
-        for layer, drop in zip(self.layers, self.drops, strict=True):
+        for i, layer in enumerate(self.layers):
+            if i:  # dropout between layers; the last layer's applies to the sentence vector
+                packed = packed._replace(data=self.drops[i - 1](packed.data))
             packed, state = layer(packed)
-            packed = packed._replace(data=drop(packed.data))
-            last = state[0] if isinstance(state, tuple) else state  # (layers*dirs, B, H)
+            last = state[0] if isinstance(state, tuple) else state  # (dirs, B, H)
         if self.pooling == "last":  # final state of each direction (backward: at token 0)
-            return torch.cat(list(last[-(2 if self.layers[-1].bidirectional else 1):]), dim=1)
-        out, _ = pad_packed_sequence(packed, batch_first=True)  # (B, T, D)
-        mask = (torch.arange(out.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).to(out.device)
-        if self.pooling == "max":
-            return out.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
-        return (out * mask.unsqueeze(2)).sum(1) / lengths.to(out.device).unsqueeze(1)
+            vec = torch.cat(list(last[-(2 if self.layers[-1].bidirectional else 1):]), dim=1)
+        else:
+            out, _ = pad_packed_sequence(packed, batch_first=True)  # (B, T, D)
+            mask = (torch.arange(out.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).to(out.device)
+            if self.pooling == "max":
+                vec = out.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
+            else:
+                vec = (out * mask.unsqueeze(2)).sum(1) / lengths.to(out.device).unsqueeze(1)
+        return self.drops[-1](vec)  # (B, D)
 
 
 class SiameseRegressor(nn.Module):
@@ -91,9 +99,14 @@ class SiameseRegressor(nn.Module):
         self.head = head
         self.register_buffer("score_range", torch.tensor([float(score_range[0]), float(score_range[1])]))
         self.mlp = None
-        if head == "mlp":
+        lo, hi = score_range
+        # the integer levels of `dist` (or 11 steps for a range narrower than 2)
+        levels = torch.arange(lo, hi + 1e-9) if hi - lo >= 2 else torch.linspace(lo, hi, 11)
+        self.register_buffer("levels", levels.float())
+        if head in ("mlp", "dist"):
             d = self.encoder.out_dim
-            self.mlp = nn.Sequential(nn.Linear(2 * d, mlp_hidden), nn.Tanh(), nn.Linear(mlp_hidden, 1))
+            out = 1 if head == "mlp" else len(levels)
+            self.mlp = nn.Sequential(nn.Linear(2 * d, mlp_hidden), nn.Tanh(), nn.Linear(mlp_hidden, out))
 
     @property
     def words(self) -> WordEmbedding | None:
@@ -102,18 +115,43 @@ class SiameseRegressor(nn.Module):
     def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
                 ) -> torch.Tensor:
         # a: (B, Ta), b: (B, Tb) word ids; lengths (B,) on the CPU -> scores (B,) in the range
+        return self._scores(*self._encode(a, a_len, b, b_len))[0]
+
+    def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
+             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss (mean over the batch) and the predicted scores (B,)."""
+        scores, logits = self._scores(*self._encode(a, a_len, b, b_len))
+        if logits is None:
+            return F.mse_loss(scores.float(), target), scores
+        # target spread over its two nearest levels: 3.4 -> 0.6 at 3, 0.4 at 4
+        step = self.levels[1] - self.levels[0]
+        pos = ((target - self.levels[0]) / step).clamp(0, len(self.levels) - 1)  # (B,)
+        low = pos.floor().long()
+        high = (low + 1).clamp(max=len(self.levels) - 1)
+        dist = torch.zeros_like(logits, dtype=torch.float32)  # (B, K)
+        dist.scatter_add_(1, high.unsqueeze(1), (pos - low).unsqueeze(1))
+        dist.scatter_add_(1, low.unsqueeze(1), (1 - (pos - low)).unsqueeze(1))
+        log_p = F.log_softmax(logits.float(), dim=1)
+        return F.kl_div(log_p, dist, reduction="batchmean"), scores
+
+    def _encode(self, a, a_len, b, b_len) -> tuple[torch.Tensor, torch.Tensor]:
         n, t = a.shape[0], max(a.shape[1], b.shape[1])
         both = torch.cat([F.pad(a, (0, t - a.shape[1])), F.pad(b, (0, t - b.shape[1]))])  # (2B, T)
         h = self.encoder(both, torch.cat([a_len, b_len]))  # (2B, D): one pass, shared weights
-        ha, hb = h[:n], h[n:]
+        return h[:n], h[n:]
+
+    def _scores(self, ha: torch.Tensor, hb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lo, hi = self.score_range[0], self.score_range[1]
+        if self.head == "dist":
+            logits = self.mlp(torch.cat([(ha - hb).abs(), ha * hb], dim=1))  # (B, K)
+            return (logits.float().softmax(dim=1) * self.levels).sum(dim=1), logits
         if self.head == "malstm":
             unit = torch.exp(-(ha - hb).abs().sum(dim=1))  # (B,) in (0, 1]
         elif self.head == "cosine":
             unit = (1 + F.cosine_similarity(ha, hb, dim=1)) / 2
         else:
             unit = torch.sigmoid(self.mlp(torch.cat([(ha - hb).abs(), ha * hb], dim=1))).squeeze(1)
-        lo, hi = self.score_range[0], self.score_range[1]
-        return lo + (hi - lo) * unit
+        return lo + (hi - lo) * unit, None
 
 
 # -- the registry -------------------------------------------------------------------------------

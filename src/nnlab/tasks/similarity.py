@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
@@ -195,8 +194,9 @@ class SimilarityTask:
 
     def step(self, model: nn.Module, batch: dict) -> StepOutput:
         with self.runtime.autocast():
-            pred = model(batch["a"], batch["a_len"], batch["b"], batch["b_len"]).float()  # (B,)
-        loss = F.mse_loss(pred, batch["score"])
+            loss, pred = model.loss(batch["a"], batch["a_len"], batch["b"], batch["b_len"],
+                                    batch["score"])  # scalar, (B,)
+        pred = pred.float()
         squared = ((pred.detach() - batch["score"]) ** 2).sum()
         return StepOutput(loss=loss, count=pred.shape[0], metric_sum=squared)
 
