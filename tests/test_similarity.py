@@ -172,3 +172,13 @@ def test_real_sick_files_read():
     trial = read_pairs(REAL_SICK / "SICK_trial.txt")
     assert len(train) == 4500 and len(trial) == 500
     assert min(train.scores) >= 1 and max(train.scores) <= 5
+
+
+def test_target_distribution_of_the_dist_head():
+    from nnlab.models.siamese import target_distribution
+
+    levels = torch.arange(1.0, 6.0)
+    dist = target_distribution(torch.tensor([3.4, 1.0, 5.0]), levels)
+    torch.testing.assert_close(dist, torch.tensor([[0, 0, 0.6, 0.4, 0], [1.0, 0, 0, 0, 0],
+                                                   [0, 0, 0, 0, 1.0]]))
+    assert torch.allclose((dist * levels).sum(1), torch.tensor([3.4, 1.0, 5.0]))

@@ -85,6 +85,20 @@ class SentenceEncoder(nn.Module):
         return self.drops[-1](vec)  # (B, D)
 
 
+def target_distribution(target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Each score spread over its two nearest levels (Tai et al. 2015): with levels 1..5,
+    3.4 -> 0.6 at 3 and 0.4 at 4. target (B,), levels (K,) evenly spaced -> (B, K)."""
+    step = levels[1] - levels[0]
+    pos = ((target - levels[0]) / step).clamp(0, len(levels) - 1)  # (B,) fractional index
+    low = pos.floor().long().clamp(max=len(levels) - 1)
+    high = (low + 1).clamp(max=len(levels) - 1)
+    frac = (pos - low).unsqueeze(1)  # (B, 1)
+    dist = torch.zeros(target.shape[0], len(levels), device=target.device)
+    dist.scatter_add_(1, high.unsqueeze(1), frac)
+    dist.scatter_add_(1, low.unsqueeze(1), 1 - frac)
+    return dist
+
+
 class SiameseRegressor(nn.Module):
     def __init__(self, vocab_size: int, score_range: tuple[float, float], inputs: str = "embedding",
                  word_dim: int = 50, cell: str = "lstm", hidden_sizes: tuple[int, ...] = (128,),
@@ -123,14 +137,7 @@ class SiameseRegressor(nn.Module):
         scores, logits = self._scores(*self._encode(a, a_len, b, b_len))
         if logits is None:
             return F.mse_loss(scores.float(), target), scores
-        # target spread over its two nearest levels: 3.4 -> 0.6 at 3, 0.4 at 4
-        step = self.levels[1] - self.levels[0]
-        pos = ((target - self.levels[0]) / step).clamp(0, len(self.levels) - 1)  # (B,)
-        low = pos.floor().long()
-        high = (low + 1).clamp(max=len(self.levels) - 1)
-        dist = torch.zeros_like(logits, dtype=torch.float32)  # (B, K)
-        dist.scatter_add_(1, high.unsqueeze(1), (pos - low).unsqueeze(1))
-        dist.scatter_add_(1, low.unsqueeze(1), (1 - (pos - low)).unsqueeze(1))
+        dist = target_distribution(target.float(), self.levels)  # (B, K)
         log_p = F.log_softmax(logits.float(), dim=1)
         return F.kl_div(log_p, dist, reduction="batchmean"), scores
 
