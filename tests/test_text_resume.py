@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from nnlab.train import Trainer
 from test_keyphrase import write_corpus
 from test_similarity import write_sick
+
+from nnlab.train import Trainer
 
 
 @pytest.fixture
