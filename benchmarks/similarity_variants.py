@@ -45,9 +45,9 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "stacked-lstm + glove": ("stacked-lstm", GLOVE, []),
     "stacked-lstm + glove, constant lr": ("stacked-lstm", GLOVE, CONSTANT_LR),
     "malstm + glove": ("malstm", GLOVE, []),
-    "lstm best (exp(-L1) head)": ("lstm", GLOVE, []),
+    "lstm best (distribution head)": ("lstm", GLOVE, []),
+    "lstm best, exp(-L1) head": ("lstm", GLOVE, ["model.head='malstm'"]),
     "lstm best, mlp head": ("lstm", GLOVE, ["model.head='mlp'"]),
-    "lstm best, distribution head": ("lstm", GLOVE, ["model.head='dist'"]),
     "lstm best, cosine head": ("lstm", GLOVE, ["model.head='cosine'"]),
 }
 
