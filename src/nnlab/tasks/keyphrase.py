@@ -1,9 +1,10 @@
 """Keyphrase extraction as sequence labelling: CoNLL files -> word/char ids -> tags -> spans.
 
-Each document is one variable-length sequence (Inspec abstracts reach 557 tokens): no
-fixed padding, no truncation, masks everywhere. Training batches group documents of
-similar length (sorted within shuffled chunks of 50 batches), so little time goes into
-padding. Validation picks the epoch by exact-match span F1, the metric that counts.
+Sequences keep their own lengths (Inspec abstracts reach 557 tokens): no fixed padding,
+no truncation, masks everywhere. Training uses the documents' sentences by default
+(`data.train_unit`), batched by similar length (sorted within shuffled chunks of 50
+batches), so little time goes into padding; evaluation uses whole documents. The epoch is
+picked by exact-match span F1, the metric that counts, at the best decoding offset of `O`.
 """
 
 from __future__ import annotations

@@ -77,14 +77,8 @@ def load_pairs(path: str, cfg: RunConfig) -> PairSource:
         raise NnlabError(f"{files.get('val')}: score range {val.score_range} differs from the "
                          f"training file's {train.score_range}")
     test = read(files["test"]) if "test" in files else None
-    fingerprint = "".join(read_fp(files[s]) for s in ("train", "val") if s in files)
-    return PairSource(str(root.resolve()), train, val, test, fingerprint[:32], fmt)
-
-
-def read_fp(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    fingerprint = train.fingerprint() + (val.fingerprint() if "val" in files else "")
+    return PairSource(str(root.resolve()), train, val, test, fingerprint, fmt)
 
 
 @dataclass
