@@ -39,7 +39,10 @@ def find_data(task: str, path: str | None) -> str | None:
 def require_data(task: str, path: str | None) -> str:
     found = find_data(task, path)
     if found is None:
-        get = f"run `nnlab data get {DOWNLOADS[task]}`, " if task in DOWNLOADS else ""
-        raise NnlabError(f"no {task} data found: pass --data PATH, set NNLAB_DATA, {get}"
-                         f"or use --data {GENERATED}")
+        hints = ["pass --data PATH", "set NNLAB_DATA"]
+        if task in DOWNLOADS:
+            hints.append(f"run `nnlab data get {DOWNLOADS[task]}`")
+        if task == "image":
+            hints.append(f"use --data {GENERATED}")
+        raise NnlabError(f"no {task} data found: {', '.join(hints[:-1])} or {hints[-1]}")
     return found
