@@ -182,3 +182,11 @@ def test_target_distribution_of_the_dist_head():
     torch.testing.assert_close(dist, torch.tensor([[0, 0, 0.6, 0.4, 0], [1.0, 0, 0, 0, 0],
                                                    [0, 0, 0, 0, 1.0]]))
     assert torch.allclose((dist * levels).sum(1), torch.tensor([3.4, 1.0, 5.0]))
+
+
+@pytest.mark.parametrize("score_range,levels", [((1.0, 5.0), 5), ((0.0, 5.0), 6), ((0.0, 2.5), 11),
+                                                ((0.0, 1.0), 11)])
+def test_dist_head_levels_span_the_whole_range(score_range, levels):
+    model = SiameseRegressor(10, score_range, head="dist")
+    assert len(model.levels) == levels
+    assert model.levels[0] == score_range[0] and model.levels[-1] == score_range[1]

@@ -111,8 +111,10 @@ class SiameseRegressor(nn.Module):
         self.register_buffer("score_range", torch.tensor([float(score_range[0]), float(score_range[1])]))
         self.mlp = None
         lo, hi = score_range
-        # the integer levels of `dist` (or 11 steps for a range narrower than 2)
-        levels = torch.arange(lo, hi + 1e-9) if hi - lo >= 2 else torch.linspace(lo, hi, 11)
+        # the integer levels of `dist` (SICK 1..5, STS 0..5); 11 even steps for other ranges
+        width = hi - lo
+        integral = width >= 2 and float(width).is_integer()
+        levels = torch.linspace(lo, hi, int(width) + 1 if integral else 11)
         self.register_buffer("levels", levels.float())
         if head in ("mlp", "dist"):
             d = self.encoder.out_dim
