@@ -112,7 +112,7 @@ class SequenceTagger(nn.Module):
         self.encoder = BiRNNStack(cell, feature_dim, list(hidden_sizes), dropout)
         self.head = nn.Linear(self.encoder.out_dim, len(tags))
         # subtracted from the `O` score when decoding: > 0 trades precision for recall. Chosen on
-        # validation data after training (tasks/keyphrase.py), saved with the weights.
+        # validation data for the best epoch (tasks/keyphrase.py), saved with the weights.
         self.register_buffer("o_bias", torch.zeros(()))
         self.crf = None
         if crf:
