@@ -7,10 +7,10 @@ the whole file unless given. Every error names the file and line.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnlab.data.split import holdout
 from nnlab.data.tags import SCHEMES, Span, detect_scheme, spans_from_tags, split_tag
 from nnlab.errors import NnlabError
 
@@ -138,15 +138,8 @@ def find_split_files(folder: Path) -> dict[str, Path]:
 
 def carve_validation(data: TaggedText, size: float, seed: int) -> tuple[TaggedText, TaggedText]:
     """Hold out whole sequences (documents) for validation: a fraction (< 1) or a count."""
-    n = len(data)
-    held = round(size * n) if size < 1 else int(size)
-    if not 0 < held < n:
-        raise NnlabError(f"{data.path}: cannot hold out {held} of {n} sequences for validation "
-                         "(data.val_size)")
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return (data.subset(sorted(order[held:])),
-            data.subset(sorted(order[:held]), f"{data.path} (held-out {held})"))
+    keep, held = holdout(len(data), size, seed, data.path, "sequences")
+    return data.subset(keep), data.subset(held, f"{data.path} (held-out {len(held)})")
 
 
 SENTENCE_ENDS = frozenset({".", "?", "!"})

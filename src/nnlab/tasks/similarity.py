@@ -7,7 +7,6 @@ the reports compare models.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from nnlab import models
 from nnlab.config import RunConfig
 from nnlab.data.pairs import PairData, find_pair_files, read_pairs
+from nnlab.data.split import holdout
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
@@ -65,13 +65,9 @@ def load_pairs(path: str, cfg: RunConfig) -> PairSource:
         val = read(files["val"])
         fmt = f"{train.layout} pairs, validation file {files['val'].name}"
     else:
-        n = len(train)
-        held = round(cfg.data.val_size * n) if cfg.data.val_size < 1 else int(cfg.data.val_size)
-        if not 0 < held < n:
-            raise NnlabError(f"{files['train']}: cannot hold out {held} of {n} pairs (data.val_size)")
-        order = list(range(n))
-        random.Random(cfg.data.split_seed).shuffle(order)
-        train, val = train.subset(sorted(order[held:])), train.subset(sorted(order[:held]))
+        keep, held = holdout(len(train), cfg.data.val_size, cfg.data.split_seed,
+                             str(files["train"]), "pairs")
+        train, val = train.subset(keep), train.subset(held)
         fmt = f"{train.layout} pairs, validation carved from {files['train'].name}"
     if val.score_range != train.score_range:
         raise NnlabError(f"{files.get('val')}: score range {val.score_range} differs from the "
