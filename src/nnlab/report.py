@@ -70,7 +70,9 @@ def _overlay(views: list[RunView], metric: str, path: Path) -> None:
 
 def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
     metric = views[0].summary["main_metric"]
-    unit = "images" if views[0].summary["task"] == "image" else "examples"
+    # the unit each task counts throughput in (summary key `{unit}_per_s`)
+    unit = {"image": "images", "keyphrase": "sentences", "similarity": "pairs"}.get(
+        views[0].summary["task"], "examples")
     header = ["variant", "model", f"val {metric}", "val loss", "best epoch", "epochs",
               "train s", f"{unit}/s", "parameters", "augment"]
     rows = []
@@ -161,7 +163,7 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     md += ["## Runs", ""]
     for v in views:
         md += [f"### {v.name}", "", f"run folder: `{v.run.path}`", ""]
-        for png in ("curves.png", "confusion_val.png"):
+        for png in ("curves.png", "confusion_val.png", "scatter_val.png"):
             if (v.run.plots / png).is_file():
                 md.append(f"![{v.name} {png}]({_rel(v.run.plots / png, out)})")
         md.append("")
@@ -179,7 +181,8 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     for v in views:
         body += [f"<h3>{html.escape(v.name)}</h3>",
                  f"<p>run folder: <code>{html.escape(str(v.run.path))}</code></p><div class=grid>"]
-        for png, alt in (("curves.png", "curves"), ("confusion_val.png", "confusion matrix")):
+        for png, alt in (("curves.png", "curves"), ("confusion_val.png", "confusion matrix"),
+                         ("scatter_val.png", "predicted against gold scores")):
             if (v.run.plots / png).is_file():
                 body.append(_img(v.run.plots / png, f"{v.name} {alt}"))
         body.append("</div>")

@@ -169,7 +169,7 @@ class Trainer:
         dev = self.runtime.device
         loss_sum = torch.zeros((), device=dev)  # device-side sums: no sync per step
         metric_sum = torch.zeros((), device=dev)
-        count = metric_count = 0
+        count = metric_count = loss_count = 0
         train_metric = self.task.train_metric
         steps = self.task.steps_per_epoch()
         self.runtime.synchronize()
@@ -188,21 +188,26 @@ class Trainer:
                 self.state.step += 1
                 if cfg.lookahead and epoch > cfg.lookahead_start_epoch:
                     self._lookahead_step(steps)
-                loss_sum += out.loss.detach() * out.count
+                if out.loss_sum is None:
+                    loss_sum += out.loss.detach() * out.count
+                    loss_count += out.count
+                else:
+                    loss_sum += out.loss_sum.detach()
+                    loss_count += out.loss_count
                 metric_sum += out.metric_sum.detach()
                 count += out.count
                 metric_count += out.count if out.metric_count is None else out.metric_count
                 if bar and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
                     rate = count / max(time.perf_counter() - start, 1e-9)
                     bar.update(task_id, completed=i + 1, info=(
-                        f"loss {loss_sum.item() / count:.4f}  "
+                        f"loss {loss_sum.item() / max(loss_count, 1):.4f}  "
                         f"{train_metric} {metric_sum.item() / max(metric_count, 1):.4f}  "
                         f"{rate:,.0f} {self.task.unit}/s"))
         if self.lookahead is not None:
             self.lookahead.update(self.model, decay=1.0)  # end each epoch on the averaged weights
         self.runtime.synchronize()
         seconds = time.perf_counter() - start
-        train_loss = loss_sum.item() / max(count, 1)
+        train_loss = loss_sum.item() / max(loss_count, 1)
         if not math.isfinite(train_loss):
             raise NnlabError(f"epoch {epoch}: training loss is {train_loss}; lower optim.lr "
                              "or set train.grad_clip")

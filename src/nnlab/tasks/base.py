@@ -20,6 +20,10 @@ class StepOutput:
     count: int  # examples in the batch
     metric_sum: torch.Tensor  # scalar on the device: sum of the training metric over the batch
     metric_count: int | None = None  # what metric_sum is a sum over (default: count), e.g. tokens
+    # the logged training loss, when it is not `loss` per example: a device-side sum and what it
+    # is a sum over (the keyphrase task logs loss per token, comparable across sentences/documents)
+    loss_sum: torch.Tensor | None = None
+    loss_count: int | None = None
 
 
 class Task(Protocol):

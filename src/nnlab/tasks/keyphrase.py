@@ -122,8 +122,7 @@ def encode(data: TaggedText, info: dict[str, Any]) -> Encoded:
     return enc
 
 
-def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: bool
-            ) -> dict[str, torch.Tensor | None]:
+def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: bool) -> dict:
     """Pad a batch: words, tags (B, T), mask (B, T), chars (B, T, W) or None."""
     b, t = len(indices), max(enc.lengths[i] for i in indices)
     words = torch.zeros(b, t, dtype=torch.int64)
@@ -141,7 +140,10 @@ def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: 
         if chars is not None:
             chars[row, :n, : enc.chars[i].shape[1]] = enc.chars[i]
     batch = {"words": words, "tags": tags, "mask": mask, "chars": chars}
-    return {k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
+    moved: dict = {k: (v.to(device, non_blocking=True) if v is not None else None)
+                   for k, v in batch.items()}
+    moved["tokens"] = sum(enc.lengths[i] for i in indices)  # counted on the host: no device sync
+    return moved
 
 
 def build_tagger(cfg: RunConfig, info: dict[str, Any]) -> nn.Module:
@@ -248,8 +250,10 @@ class KeyphraseTask:
         loss = model.loss(emissions.float(), batch["tags"], mask)
         # the decoded tags (Viterbi for a CRF, whose emissions alone are not its prediction)
         correct = ((model.decode(emissions.detach().float(), mask) == batch["tags"]) & mask).sum()
-        return StepOutput(loss=loss, count=mask.shape[0], metric_sum=correct,
-                          metric_count=int(mask.sum()))
+        tokens = batch["tokens"]
+        # optimised: mean per sequence; logged: per token, as the validation loss
+        return StepOutput(loss=loss, count=mask.shape[0], metric_sum=correct, metric_count=tokens,
+                          loss_sum=loss.detach() * mask.shape[0], loss_count=tokens)
 
     # -- evaluation -------------------------------------------------------------------------
     def split_data(self, split: str) -> Encoded:
@@ -316,7 +320,8 @@ def predict_tags(model: nn.Module, enc: Encoded, runtime: Runtime, batch_size: i
 def evaluate_tagger(model: nn.Module, enc: Encoded, info: dict[str, Any], runtime: Runtime,
                     batch_size: int, detailed: bool = False,
                     o_biases: tuple[float | None, ...] = (None,)) -> dict:
-    """Span P/R/F1 (exact match), token accuracy and token-level keyword F1, and the loss.
+    """Span P/R/F1 (exact match), token accuracy and token-level keyword F1, and the loss
+    (negative log-likelihood or cross-entropy per token).
 
     With several `o_biases`, the metrics are those of the offset with the best span F1,
     which is returned as `o_bias` (how the offset is chosen on validation data)."""
@@ -333,7 +338,7 @@ def evaluate_tagger(model: nn.Module, enc: Encoded, info: dict[str, Any], runtim
     gold_tags = torch.cat(enc.tags)  # (tokens,)
     pred_tags = torch.cat(preds)  # (tokens,)
     n = len(enc)
-    result: dict[str, Any] = {"loss": loss_sum / max(n, 1)}
+    result: dict[str, Any] = {"loss": loss_sum / max(sum(enc.lengths), 1)}
     per_type = spans.pop("per_type")
     result |= spans
     result["o_bias"] = float(model.o_bias) if bias is None else bias
