@@ -190,3 +190,20 @@ def test_dist_head_levels_span_the_whole_range(score_range, levels):
     model = SiameseRegressor(10, score_range, head="dist")
     assert len(model.levels) == levels
     assert model.levels[0] == score_range[0] and model.levels[-1] == score_range[1]
+
+
+def test_sts_folder_and_single_file_carve_out(tmp_path):
+    from nnlab.config import RunConfig
+    from nnlab.tasks.similarity import load_pairs
+
+    folder = tmp_path / "sts"
+    folder.mkdir()
+    rows = "".join(f"g\tf\t2012\t{i:04d}\t{i % 6}.0\tA man {i}.\tA dog {i}.\n" for i in range(30))
+    (folder / "sts-train.csv").write_text(rows)
+    (folder / "sts-dev.csv").write_text("".join(rows.splitlines(keepends=True)[:5]))
+    source = load_pairs(str(folder), RunConfig(task="similarity"))
+    assert source.train.layout == "sts" and source.train.score_range == (0.0, 5.0)
+    assert "validation file sts-dev.csv" in source.format
+    single = load_pairs(str(folder / "sts-train.csv"), RunConfig(task="similarity"))
+    assert len(single.train) == 27 and len(single.val) == 3  # data.val_size 0.1, seeded
+    assert not {t for t in single.train.texts} & {t for t in single.val.texts}
