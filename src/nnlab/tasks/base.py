@@ -6,12 +6,16 @@ and validation metrics per epoch. Adding a task means implementing this protocol
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
+
+from nnlab.errors import NnlabError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,3 +53,17 @@ class Task(Protocol):
     def step(self, model: nn.Module, batch: Any) -> StepOutput: ...
 
     def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict: ...
+
+
+def pick_split(split: str, train: T, val: T, source: Any, prepare_test: Callable[[Any], T]) -> T:
+    """A task's prepared train or validation data, or its source's test part, prepared on demand
+    (the test part is only read by `evaluate --split test`)."""
+    if split == "val":
+        return val
+    if split == "train":
+        return train
+    if split == "test":
+        if source.test is None:
+            raise NnlabError(f"{source.path}: this data has no test split")
+        return prepare_test(source.test)
+    raise NnlabError(f"--split {split}: unknown split (val, test)")

@@ -21,7 +21,7 @@ from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.metrics import classification_report, confusion_matrix
-from nnlab.tasks.base import StepOutput
+from nnlab.tasks.base import StepOutput, pick_split
 
 
 class Normalize(nn.Module):
@@ -113,15 +113,8 @@ class ImageTask:
         return ImageData(data.images.to(dev), data.labels.to(dev), data.classes)
 
     def split_data(self, split: str) -> ImageData:
-        if split == "val":
-            return self.val
-        if split == "train":
-            return self.train
-        if split == "test":
-            if self.source.test is None:
-                raise NnlabError(f"{self.source.path}: this data has no test split")
-            return self._to_device(match_classes(self.source.test, self.classes, self.source.path))
-        raise NnlabError(f"--split {split}: unknown split (val, test)")
+        return pick_split(split, self.train, self.val, self.source, lambda test: self._to_device(
+            match_classes(test, self.classes, self.source.path)))
 
     def info(self) -> dict[str, Any]:
         return self._info

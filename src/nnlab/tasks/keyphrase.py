@@ -33,7 +33,7 @@ from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
-from nnlab.tasks.base import StepOutput
+from nnlab.tasks.base import StepOutput, pick_split
 from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
 
 CHUNK_BATCHES = 50  # batches per length-sorted chunk
@@ -248,8 +248,10 @@ class KeyphraseTask:
         with self.runtime.autocast():
             emissions = model(batch["words"], batch["chars"], mask)  # (B, T, N)
         loss = model.loss(emissions.float(), batch["tags"], mask)
-        # the decoded tags (Viterbi for a CRF, whose emissions alone are not its prediction)
-        correct = ((model.decode(emissions.detach().float(), mask) == batch["tags"]) & mask).sum()
+        # the decoded tags (Viterbi for a CRF, whose emissions alone are not its prediction); the
+        # O offset is chosen after training, and reading it back would sync the device every step
+        decoded = model.decode(emissions.detach().float(), mask, o_bias=0.0)
+        correct = ((decoded == batch["tags"]) & mask).sum()
         tokens = batch["tokens"]
         # optimised: mean per sequence; logged: per token, as the validation loss
         return StepOutput(loss=loss, count=mask.shape[0], metric_sum=correct, metric_count=tokens,
@@ -257,15 +259,8 @@ class KeyphraseTask:
 
     # -- evaluation -------------------------------------------------------------------------
     def split_data(self, split: str) -> Encoded:
-        if split == "val":
-            return self.val
-        if split == "train":
-            return self.train
-        if split == "test":
-            if self.source.test is None:
-                raise NnlabError(f"{self.source.path}: this data has no test file")
-            return encode(self.source.test, self._info)
-        raise NnlabError(f"--split {split}: unknown split (val, test)")
+        return pick_split(split, self.train, self.val, self.source,
+                          lambda test: encode(test, self._info))
 
     def finalize(self, model: nn.Module) -> dict[str, Any]:
         """Fix the decoding offset of `O` chosen on the validation data for the best epoch, if

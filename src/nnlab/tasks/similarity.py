@@ -23,7 +23,7 @@ from nnlab.data.split import holdout
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
-from nnlab.tasks.base import StepOutput
+from nnlab.tasks.base import StepOutput, pick_split
 from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
 
 
@@ -191,15 +191,8 @@ class SimilarityTask:
         return StepOutput(loss=loss, count=pred.shape[0], metric_sum=squared)
 
     def split_data(self, split: str) -> EncodedPairs:
-        if split == "val":
-            return self.val
-        if split == "train":
-            return self.train
-        if split == "test":
-            if self.source.test is None:
-                raise NnlabError(f"{self.source.path}: this data has no test file")
-            return encode_pairs(self.source.test, self._info)
-        raise NnlabError(f"--split {split}: unknown split (val, test)")
+        return pick_split(split, self.train, self.val, self.source,
+                          lambda test: encode_pairs(test, self._info))
 
     def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
         return evaluate_pairs(model, self.split_data(split), self.runtime,
