@@ -78,7 +78,7 @@ def baselines(data: str) -> list[dict]:
                      ("baseline: all-MiniLM-L6-v2 zero-shot, cosine", minilm_cosine)):
         start = time.perf_counter()
         try:
-            m = fn(val)
+            m = {k: v for k, v in fn(val).items() if k not in ("predictions", "gold")}
         except NnlabError as e:
             print(f"{name}: skipped ({e})")
             continue

@@ -1,4 +1,4 @@
-"""The `nnlab` command: train, evaluate, predict, data, models, demo.
+"""The `nnlab` command: train, evaluate, predict, reproduce, report, models, data, demo.
 
 A user mistake (`NnlabError`, a bad flag) prints one line on stderr and exits with 2;
 anything else is a bug and keeps its traceback.
@@ -248,6 +248,7 @@ def _describe_text_model(name: str, entry) -> None:
 
     from nnlab import models
     from nnlab.data.tags import tag_set
+    from nnlab.models.summary import parameter_table
 
     supplied = ({"vocab_size": 20_000, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
                  "num_chars": 100} if entry.task == "keyphrase"
@@ -256,10 +257,8 @@ def _describe_text_model(name: str, entry) -> None:
     table = Table(title=f"{name} ({entry.task}): {entry.description}; 20,000 words")
     for col in ("layer", "module", "parameters"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
-    for mod_name, module in net.named_modules():
-        own = sum(p.numel() for p in module.parameters(recurse=False))
-        if own:
-            table.add_row(mod_name, repr(module).split("\n")[0].rstrip("("), f"{own:,}")
+    for mod_name, kind, own in parameter_table(net):
+        table.add_row(mod_name, kind, f"{own:,}")
     out.print(table)
     out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
     out.print(f"options: {models.options(name, (*supplied, 'frozen_words'))}")
@@ -276,15 +275,65 @@ def data_get(name: Annotated[str, typer.Argument(help="cifar10")]) -> None:
 
 
 @app.command()
-def demo(
-    out_dir: Annotated[str, typer.Option("--out", help="folder for the runs and the report")] = "runs/demo",
-    data: Annotated[str | None, typer.Option(help="image data; default: $NNLAB_DATA or generated")] = None,
+def reproduce(
+    study: Annotated[str, typer.Argument(help="a study name (see --list) or a study TOML file")] = "",
+    budget: Annotated[str, typer.Option(help="quick (a 2-core CPU) | full (the reports' epochs)")] = "quick",
+    data: Annotated[str | None, typer.Option(help="data; default: $NNLAB_DATA, else generated")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="folder for the runs and the report")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override for every variant")] = None,
+    test: Annotated[bool, typer.Option(help="also evaluate on the data's test split")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the studies")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
-    """Train, evaluate and compare the quick image variants; write a report."""
+    """Train every variant of a study (skipping finished ones) and write its report."""
+    from nnlab import studies
+
+    if list_ or not study:
+        for name in studies.study_names():
+            s = studies.load_study(name)
+            out.print(f"{name:<16} {s.task:<11} {len(s.variants)} variants: {s.title}")
+        return
+    if not out_dir:
+        raise NnlabError("--out DIR: required (a folder for the study's runs and report)")
+    loaded = studies.load_study(study)
+    report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
+                               progress=not quiet)
+    out.print(f"report: {report}")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[str], typer.Argument(help="run folders (or a study folder)")],
+    out_dir: Annotated[str, typer.Option("--out", help="folder for report.html and report.md")],
+    title: Annotated[str | None, typer.Option(help="the report's title")] = None,
+) -> None:
+    """Rebuild a comparative report from finished run folders alone, without training."""
+    from nnlab.report import build_report
+
+    paths: list[Path] = []
+    for d in run_dirs:
+        p = Path(d)
+        if (p / "runs").is_dir() and not (p / "config.json").exists():  # a study folder
+            paths += sorted(q for q in (p / "runs").iterdir() if (q / "config.json").is_file())
+        else:
+            paths.append(p)
+    html_path = build_report(paths, Path(out_dir), title or f"nnlab report: {len(paths)} runs",
+                             command=["nnlab", *sys.argv[1:]])
+    out.print(f"report: {html_path}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[str, typer.Option("--out", help="folder for the runs and the reports")] = "runs/demo",
+    data: Annotated[str | None, typer.Option(
+        help="a folder laid out like $NNLAB_DATA (cifar10/, keyphrase/inspec/, sick/), "
+             "or 'generated'")] = None,
+) -> None:
+    """The quick budget of one study per task (images, keyphrases, similarity); three reports."""
     from nnlab import demo as demo_mod
 
-    report = demo_mod.run_demo(Path(out_dir), data, err)
-    out.print(f"report: {report}")
+    index = demo_mod.run_demo(Path(out_dir), data, err)
+    out.print(f"report: {index}")
 
 
 def main() -> None:

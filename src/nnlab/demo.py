@@ -1,61 +1,68 @@
-"""`nnlab demo`: train the quick image variants, evaluate them, write one comparative report.
+"""`nnlab demo`: the quick budget of one study per task, and an index page of the three reports.
 
-Uses real CIFAR-10 when it is found (--data, $NNLAB_DATA, the download cache), else the
-built-in generated shapes, and says which. Finished variants are skipped and unfinished
-ones resumed, so a rerun continues where it stopped. Sized for 2 CPU cores: about 5
-minutes on real CIFAR-10, about 1 minute on the generated data.
+Each task uses its real data when found (a `--data` root laid out like `$NNLAB_DATA`:
+`cifar10/`, `keyphrase/inspec/`, `sick/`; else `$NNLAB_DATA`; else the download cache),
+otherwise the built-in generated data of that task, and says which. Studies skip finished
+variants and resume interrupted ones, so a rerun continues where it stopped. Sized for
+2 CPU cores: a few minutes on the generated data.
 """
 
 from __future__ import annotations
 
-import shutil
+import html
+import json
+import os
 from pathlib import Path
 
 from rich.console import Console
 
 from nnlab.data.images import GENERATED
-from nnlab.data.locate import find_data
-from nnlab.experiment import resolve_config, resume_run, train_run
-from nnlab.report import build_report
-from nnlab.runs import RunDir
+from nnlab.data.locate import TASK_FOLDERS
+from nnlab.errors import NnlabError
+from nnlab.runs import atomic_write_text
+from nnlab.studies import load_study, run_study
 
-# name, model, extra --set overrides; epochs per data kind (real, generated)
-VARIANTS = [
-    ("cnn", "cnn", []),
-    ("cnn-dropout", "cnn-dropout", []),
-    ("cnn-augment", "cnn", ["data.augment='crop-flip'"]),
-]
-EPOCHS = {"real": 6, "generated": 12}
+DEMO_STUDIES = ("image-report-b", "keyphrase", "similarity")
 
 
-def run_demo(out: Path, data: str | None, console: Console) -> Path:
-    found = find_data("image", data)
-    kind = "real" if found and found != GENERATED else "generated"
-    if found is None:
-        console.print("[yellow]No CIFAR-10 found (no --data, no $NNLAB_DATA/cifar10, nothing "
-                      "downloaded): using the built-in generated shapes data set.[/]")
-        found = GENERATED
-    else:
-        console.print(f"Using image data at {found}.")
-    paths = []
-    for name, model, sets in VARIANTS:
-        path = out / "runs" / name
-        paths.append(path)
-        if path.is_dir() and RunDir(path).finished:
-            console.print(f"[dim]{name}: already finished, skipped[/]")
-            continue
-        console.rule(name)
-        if (path / "last.pt").is_file():
-            resume_run(path, console)
-            continue
-        if path.exists():  # started but no epoch finished: start it again
-            shutil.rmtree(path)
-        cfg = resolve_config("image", model, data=found, epochs=EPOCHS[kind], sets=sets)
-        train_run(cfg, path, console)
-    what = "CIFAR-10" if kind == "real" else "the built-in generated shapes (no CIFAR-10 found)"
-    return build_report(paths, out, title="nnlab demo: image classification",
-                        notes=[f"Quick budget on {what}: {EPOCHS[kind]} epochs per variant on "
-                               "this machine. The first report's figures (Keras, test set, "
-                               "more epochs): cnn 70.1%, cnn + dropout 71.1%, cnn + "
-                               "augmentation 73.0%."],
-                        names=[v[0] for v in VARIANTS])
+def _data_for(task: str, root: str | None) -> str | None:
+    """A task's data below a --data root (GENERATED forces the generated data)."""
+    if root is None or root == GENERATED:
+        return root
+    if not Path(root).is_dir():
+        raise NnlabError(f"--data {root}: no such folder (a folder holding cifar10/, "
+                         "keyphrase/inspec/, sick/, or 'generated')")
+    for name in TASK_FOLDERS[task]:
+        if (Path(root) / name).exists():
+            return str(Path(root) / name)
+    return GENERATED
+
+
+def run_demo(out: Path, data: str | None, console: Console, budget: str = "quick") -> Path:
+    reports = []
+    for name in DEMO_STUDIES:
+        study = load_study(name)
+        console.rule(f"[bold]study {name}")
+        report = run_study(study, budget, _data_for(study.task, data), out / name, console)
+        reports.append((study, report))
+    return _index(out, reports)
+
+
+def _index(out: Path, reports: list) -> Path:
+    """One page linking the studies' reports, with each one's best variant."""
+    items, md = [], ["# nnlab demo", ""]
+    for study, report in reports:
+        meta = json.loads((report.parent / "study.json").read_text())
+        best = (report.parent / "report.md").read_text().splitlines()[2]
+        rel = os.path.relpath(report, out)
+        items.append(f"<li><a href=\"{html.escape(rel)}\">{html.escape(study.title)}</a>"
+                     f"<br><span>{html.escape(best)} Data: {html.escape(meta['data'])}.</span></li>")
+        md.append(f"- [{study.title}]({os.path.relpath(report.with_suffix('.md'), out)}): "
+                  f"{best} Data: {meta['data']}.")
+    page = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>nnlab demo</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;"
+            "padding:0 1em;line-height:1.5}li{margin:.8em 0}span{color:#555}</style></head>"
+            f"<body><h1>nnlab demo</h1><ul>{''.join(items)}</ul></body></html>\n")
+    atomic_write_text(out / "index.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "index.html", page)
+    return out / "index.html"

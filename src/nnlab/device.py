@@ -56,3 +56,17 @@ def make_runtime(cfg: TrainConfig) -> Runtime:
     channels_last = cfg.channels_last == "on" or (
         cfg.channels_last == "auto" and (on_cuda or amp is not None))
     return Runtime(device=device, amp_dtype=amp, channels_last=channels_last)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (for reports), or the architecture when it cannot be read."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

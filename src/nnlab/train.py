@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 import nnlab
 from nnlab.config import RunConfig
-from nnlab.device import Runtime
+from nnlab.device import Runtime, cpu_name
 from nnlab.errors import NnlabError
 from nnlab.optim import Lookahead, build_optimizer, build_scheduler
 from nnlab.runs import RunDir
@@ -270,6 +270,7 @@ class Trainer:
             "versions": {"nnlab": nnlab.__version__, "torch": torch.__version__,
                          "python": platform.python_version()},
             "host": {"cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
+                     "cpu": cpu_name(),
                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         }
         if self.writer:

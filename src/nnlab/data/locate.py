@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from nnlab.data.download import downloaded_path
+from nnlab.data.generated_text import generated_text_folder
 from nnlab.data.images import GENERATED
 from nnlab.errors import NnlabError
 
@@ -19,8 +20,8 @@ DOWNLOADS = {"image": "cifar10"}
 def find_data(task: str, path: str | None) -> str | None:
     """The data path to use, or None when nothing is found (the caller decides what then)."""
     if path:
-        if path == GENERATED:
-            return path
+        if path == GENERATED:  # images are drawn in memory; text is written in the real formats
+            return path if task == "image" else str(generated_text_folder(task))
         if not Path(path).exists():
             raise NnlabError(f"--data {path}: no such file or folder")
         return str(Path(path).resolve())
@@ -42,7 +43,6 @@ def require_data(task: str, path: str | None) -> str:
         hints = ["pass --data PATH", "set NNLAB_DATA"]
         if task in DOWNLOADS:
             hints.append(f"run `nnlab data get {DOWNLOADS[task]}`")
-        if task == "image":
-            hints.append(f"use --data {GENERATED}")
+        hints.append(f"use --data {GENERATED} (built-in generated data)")
         raise NnlabError(f"no {task} data found: {', '.join(hints[:-1])} or {hints[-1]}")
     return found

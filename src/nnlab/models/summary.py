@@ -40,3 +40,15 @@ def layer_table(net: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
             h.remove()
         net.train(was_training)
     return rows
+
+
+def parameter_table(net: nn.Module) -> list[tuple[str, str, int]]:
+    """(module path, its first repr line, own parameters) for each module that holds any.
+
+    For text models, whose inputs (token ids, lengths) have no one fixed shape."""
+    rows = []
+    for name, module in net.named_modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if own:
+            rows.append((name, repr(module).split("\n")[0].rstrip("("), own))
+    return rows

