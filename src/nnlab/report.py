@@ -96,7 +96,10 @@ def _overlay(views: list[RunView], metric: str, path: Path) -> None:
         ax.set_ylabel(f"{name} (solid: validation, dotted: train)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[1].set_yscale("log")
+    losses = [r[k] for v in views for r in v.history for k in ("train_loss", "val_loss")
+              if r.get(k) is not None and r[k] > 0]
+    if losses and max(losses) / min(losses) > 10:  # a loss falling by decades reads best on a log axis
+        axes[1].set_yscale("log")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
                bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(labels) - 1) // 4)))
@@ -124,7 +127,8 @@ def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
     header += [f"test {label(metric)}"] if with_test else []
     header += ["val loss", "best / epochs", "train s", f"{unit}/s", "parameters", "dtype"]
     header += ["augment"] if task == "image" else []
-    header += ["quoted figure (published, not ours)"]
+    quoted = any(v.variant.get("quoted") for v in views)
+    header += ["quoted figure (published, not ours)"] if quoted else []
     rows = []
     for v in views:
         s, cfg = v.summary, v.config["config"]
@@ -137,7 +141,7 @@ def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
                 f"{s['train_seconds']:.1f}", f"{rate:,.0f}" if rate else "–",
                 f"{s['parameters']:,}", s.get("precision", "fp32")]
         row += [cfg["data"]["augment"]] if task == "image" else []
-        row += [v.variant.get("quoted", "")]
+        row += [v.variant.get("quoted", "")] if quoted else []
         rows.append(row)
     return header, rows
 

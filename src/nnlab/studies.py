@@ -175,13 +175,13 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
         raise NnlabError(f"--budget {budget}: unknown (choose from {', '.join(BUDGETS)})")
     sets = list(sets or [])
     found = resolve_data(study.task, data, console)
-    console.print(f"[bold]{study.title}[/]: {len(study.variants)} variants, budget {budget}, "
-                  f"data {found}")
     # every config is checked before anything is trained: a typo fails now, not after an hour
     configs = {v.folder: resolve_config(study.task, None, str(v.config), data=found,
                                         sets=[*study.overrides(v, budget), *sets])
                for v in study.variants}
     _claim_folder(out, study, budget, found, sets)
+    console.print(f"[bold]{study.title}[/]: {len(study.variants)} variants, budget {budget}, "
+                  f"data {found}")
     paths = []
     for v in study.variants:
         path = out / "runs" / v.folder

@@ -1,0 +1,182 @@
+"""Study suites (`nnlab reproduce`), reports rebuilt from run folders (`nnlab report`), the
+generated text data, and the demo's data choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nnlab.data.conll import read_conll
+from nnlab.data.generated_text import generated_text_folder
+from nnlab.data.pairs import read_pairs
+from nnlab.errors import NnlabError
+from nnlab.experiment import resolve_config
+from nnlab.studies import load_study, study_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_study(tmp_path: Path, body: str, name: str = "tiny") -> Path:
+    """A study file beside a copy of the repo's variant configs (configs resolve relative)."""
+    root = tmp_path / "experiments"
+    (root / "studies").mkdir(parents=True, exist_ok=True)
+    for task in ("image", "keyphrase", "similarity"):
+        target = root / task
+        if not target.exists():
+            target.symlink_to(REPO / "experiments" / task)
+    path = root / "studies" / f"{name}.toml"
+    path.write_text(body)
+    return path
+
+
+KEYPHRASE_STUDY = """
+title = "tiny keyphrase study"
+task = "keyphrase"
+notes = ["a note"]
+[budgets]
+quick = ["train.epochs=1", "data.batch_size=64"]
+[[variants]]
+name = "bilstm"
+config = "keyphrase/bilstm.toml"
+[[variants]]
+name = "bilstm-crf"
+config = "keyphrase/bilstm-crf.toml"
+quoted = "0.457 test F1 (quoted)"
+"""
+
+
+def test_every_study_loads_and_every_variant_resolves():
+    names = study_names()
+    assert {"image-report-a", "image-report-b", "keyphrase", "similarity"} <= set(names)
+    for name in names:
+        study = load_study(name)
+        assert study.variants
+        for v in study.variants:
+            for budget in ("quick", "full"):
+                cfg = resolve_config(study.task, None, str(v.config),
+                                     sets=study.overrides(v, budget))
+                assert cfg.task == study.task
+
+
+def test_study_mistakes_are_one_line_errors(tmp_path):
+    with pytest.raises(NnlabError, match="unknown"):
+        load_study("no-such-study")
+    bad = write_study(tmp_path, "task = 'keyphrase'\n[[variants]]\nname = 'x'\nconfig = 'keyphrase/nope.toml'\n")
+    with pytest.raises(NnlabError, match=r"nope.toml"):
+        load_study(str(bad))
+    bad.write_text("task = 'keyphrase'\n[[variants\n")
+    with pytest.raises(NnlabError, match="not valid TOML"):
+        load_study(str(bad))
+    bad.write_text("task = 'keyphrase'\n" + "[[variants]]\nname = 'a b'\nconfig = 'keyphrase/bilstm.toml'\n"
+                   "[[variants]]\nname = 'a-b'\nconfig = 'keyphrase/bigru.toml'\n")
+    with pytest.raises(NnlabError, match="share a name"):
+        load_study(str(bad))
+    bad.write_text("task = 'keyphrase'\n[budgets]\nquick = 'train.epochs=1'\n"
+                   "[[variants]]\nname = 'a'\nconfig = 'keyphrase/bilstm.toml'\n")
+    with pytest.raises(NnlabError, match="budgets.quick must be a list"):
+        load_study(str(bad))
+
+
+def test_generated_text_data_is_deterministic_and_in_the_real_formats(tmp_path, monkeypatch):
+    folders = []
+    for i in range(2):
+        monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path / f"cache{i}"))
+        folders.append((generated_text_folder("keyphrase"), generated_text_folder("similarity")))
+    for name in ("train.txt", "valid.txt"):
+        assert (folders[0][0] / name).read_bytes() == (folders[1][0] / name).read_bytes()
+    train = read_conll(folders[0][0] / "train.txt")
+    assert len(train) == 500 and train.scheme == "bio"
+    spans = sum(len(s) for s in train.spans)
+    tokens = sum(len(t) for t in train.tokens)
+    assert 0.05 < spans / tokens < 0.3  # keyphrases, but mostly O
+    pairs = read_pairs(folders[0][1] / "SICK_train.txt", "auto", None, None)
+    assert pairs.layout == "sick" and len(pairs) == 3000
+    scores = sorted(pairs.scores)
+    assert scores[0] >= 1.0 and scores[-1] <= 5.0 and scores[len(scores) // 2] < 4.5
+
+
+def test_reproduce_trains_skips_on_rerun_and_report_rebuilds(tmp_path, run_cli):
+    study = write_study(tmp_path, KEYPHRASE_STUDY)
+    out = tmp_path / "study"
+    r = run_cli("reproduce", str(study), "--out", out, "--data", "generated", "--quiet")
+    assert r.code == 0, r.err
+    assert r.out.strip() == f"report: {out / 'report.html'}"
+    assert "built-in generated" not in r.err  # asked for explicitly
+    for folder in ("bilstm", "bilstm-crf"):
+        assert (out / "runs" / folder / "summary.json").is_file()
+        variant = json.loads((out / "runs" / folder / "variant.json").read_text())
+        assert variant["overrides"] == ["train.epochs=1", "data.batch_size=64"]
+    md = (out / "report.md").read_text()
+    assert "| bilstm-crf | bilstm-crf |" in md and "0.457 test F1 (quoted)" in md
+    assert "Validation F1 per keyphrase type" in md and "model: bilstm-crf" in md
+    page = (out / "report.html").read_text()
+    assert page.count("<img src=\"data:image/png;base64,") >= 3 and "a note" in page
+
+    stamp = (out / "runs" / "bilstm" / "summary.json").stat().st_mtime_ns
+    r = run_cli("reproduce", str(study), "--out", out, "--data", "generated", "--quiet")
+    assert r.code == 0 and r.err.count("already finished, skipped") == 2
+    assert (out / "runs" / "bilstm" / "summary.json").stat().st_mtime_ns == stamp
+
+    r = run_cli("reproduce", str(study), "--out", out, "--data", "generated", "--budget", "full")
+    assert r.code == 2 and "differs in budget" in r.err and r.err.count("\n") == 1
+
+    rebuilt = tmp_path / "rebuilt"
+    r = run_cli("report", out / "runs" / "bilstm-crf", out / "runs" / "bilstm", "--out", rebuilt,
+                "--title", "again")
+    assert r.code == 0, r.err
+    md2 = (rebuilt / "report.md").read_text()
+    assert md2.startswith("# again") and md2.index("bilstm-crf |") < md2.index("| bilstm | bilstm |")
+    r = run_cli("report", out, "--out", tmp_path / "from-study-folder")
+    assert r.code == 0 and "bilstm-crf" in (tmp_path / "from-study-folder" / "report.md").read_text()
+
+
+def test_report_refuses_unfinished_runs_and_mixed_tasks(tmp_path, run_cli):
+    r = run_cli("train", "keyphrase", "--model", "bilstm", "--data", "generated", "--epochs", "1",
+                "--out", tmp_path / "kp", "--quiet")
+    assert r.code == 0, r.err
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.json").write_text((tmp_path / "kp" / "config.json").read_text())
+    r = run_cli("report", tmp_path / "unfinished", "--out", tmp_path / "rep")
+    assert r.code == 2 and "not finished" in r.err and not (tmp_path / "rep").exists()
+    r = run_cli("train", "similarity", "--model", "rnn", "--data", "generated", "--epochs", "1",
+                "--out", tmp_path / "sim", "--quiet")
+    assert r.code == 0, r.err
+    r = run_cli("report", tmp_path / "kp", tmp_path / "sim", "--out", tmp_path / "rep")
+    assert r.code == 2 and "different tasks" in r.err
+
+
+def test_similarity_study_with_a_baseline(tmp_path, run_cli):
+    study = write_study(tmp_path, """
+title = "tiny similarity study"
+task = "similarity"
+[budgets]
+quick = ["train.epochs=1"]
+[[variants]]
+name = "lstm"
+config = "similarity/siamese-lstm.toml"
+[[baselines]]
+name = "glove average"
+kind = "glove-cosine"
+""")
+    out = tmp_path / "study"
+    r = run_cli("reproduce", str(study), "--out", out, "--quiet", "--set", "data.batch_size=128")
+    assert r.code == 0, r.err
+    assert "using the built-in generated similarity data" in r.err  # nothing else was found
+    summary = json.loads((out / "runs" / "glove-average" / "summary.json").read_text())
+    assert summary["kind"] == "baseline" and 0.3 < summary["val"]["pearson"] < 0.9
+    md = (out / "report.md").read_text()
+    assert "| glove average | glove-cosine |" in md and "untrained baseline" in md
+    assert (out / "runs" / "glove-average" / "plots" / "scatter_val.png").is_file()
+
+
+def test_demo_picks_each_tasks_data_under_a_root(tmp_path):
+    from nnlab.demo import _data_for
+
+    (tmp_path / "sick").mkdir()
+    assert _data_for("similarity", str(tmp_path)) == str(tmp_path / "sick")
+    assert _data_for("keyphrase", str(tmp_path)) == "generated"
+    assert _data_for("image", None) is None
+    with pytest.raises(NnlabError, match="no such folder"):
+        _data_for("image", str(tmp_path / "missing"))
