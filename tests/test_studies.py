@@ -63,7 +63,8 @@ def test_every_study_loads_and_every_variant_resolves():
 def test_study_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(NnlabError, match="unknown"):
         load_study("no-such-study")
-    bad = write_study(tmp_path, "task = 'keyphrase'\n[[variants]]\nname = 'x'\nconfig = 'keyphrase/nope.toml'\n")
+    bad = write_study(tmp_path, "task = 'keyphrase'\n[[variants]]\nname = 'x'\n"
+                      "config = 'keyphrase/nope.toml'\n")
     with pytest.raises(NnlabError, match=r"nope.toml"):
         load_study(str(bad))
     bad.write_text("task = 'keyphrase'\n[[variants\n")
@@ -75,7 +76,7 @@ def test_study_mistakes_are_one_line_errors(tmp_path):
         load_study(str(bad))
     bad.write_text("task = 'keyphrase'\n[budgets]\nquick = 'train.epochs=1'\n"
                    "[[variants]]\nname = 'a'\nconfig = 'keyphrase/bilstm.toml'\n")
-    with pytest.raises(NnlabError, match="budgets.quick must be a list"):
+    with pytest.raises(NnlabError, match=r"budgets\.quick must be a list"):
         load_study(str(bad))
 
 

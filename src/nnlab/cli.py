@@ -337,7 +337,11 @@ def demo(
 
 
 def main() -> None:
+    from nnlab import distributed
+
     try:
+        if distributed.launched():  # started by torchrun: join the process group first
+            distributed.init()
         # without standalone mode, typer returns exit codes (130 for Ctrl-C) instead of exiting
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
@@ -345,7 +349,9 @@ def main() -> None:
                 err.print("interrupted")
             sys.exit(code)
     except NnlabError as e:
-        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        rank = distributed.current().rank
+        err.print(f"{f'rank {rank}: ' if rank else ''}error: {e}", markup=False, highlight=False,
+                  soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         err.print("interrupted")
@@ -356,3 +362,5 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    finally:
+        distributed.shutdown()

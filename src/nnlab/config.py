@@ -95,6 +95,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads; 0 keeps torch's default
     tensorboard: bool = False
     log_every: int = 20  # steps between progress-bar updates (each one syncs the device)
+    sync_bn: bool = False  # under torchrun on CUDA: batch-norm statistics over all ranks
     lookahead: bool = False  # airbench's lookahead-EMA of the weights
     lookahead_start_epoch: int = 3  # epochs of plain training before it starts
     lookahead_every: int = 5  # steps between updates

@@ -34,7 +34,9 @@ class Runtime:
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # under torchrun, each rank's current device is its own GPU (set by distributed.init)
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+            else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 
 from nnlab import config as config_mod
-from nnlab import models, plots
+from nnlab import distributed, models, plots
 from nnlab.config import RunConfig
 from nnlab.data.image_folder import decode_image
 from nnlab.data.images import ImageData, ImageSource, load_images
@@ -78,35 +78,55 @@ def resolve_config(task: str | None, model: str | None, config_file: str | None 
 
 def train_run(cfg: RunConfig, out: str | Path, console: Console,
               source: ImageSource | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train a new run into `out`. Nothing is written until data and model are known good."""
+    """Train a new run into `out`. Nothing is written until data and model are known good.
+
+    Under torchrun every rank trains its shard; rank 0 alone writes the run folder."""
+    d = distributed.current()
     RunDir.check_new(out)  # before the (slow) data loading
+    distributed.barrier()  # every rank checked before rank 0 may create it
     if source is None:
         cfg.data.path = require_data(cfg.task, cfg.data.path)
     runtime = make_runtime(cfg.train)
     task = TASKS[cfg.task](cfg, runtime, source=source)
+    _check_ranks_agree(cfg, task.info())
     run = RunDir(out)
+    console = console if d.main else Console(quiet=True)
     trainer = Trainer(task, cfg, runtime, run, console=console, progress=progress)
-    RunDir.create(out)  # only now, with data and model known good
-    run.write_config({
-        "config": cfg.to_dict(), "task_info": task.info(),
-        "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
-    _describe(console, cfg, task, runtime, trainer)
+    if d.main:
+        RunDir.create(out)  # only now, with data and model known good
+        run.write_config({
+            "config": cfg.to_dict(), "task_info": task.info(),
+            "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "world_size": d.world,
+        })
+        _describe(console, cfg, task, runtime, trainer)
     return _fit_and_finish(trainer, task, run, console)
 
 
 def resume_run(out: str | Path, console: Console, progress: bool = True) -> dict[str, Any]:
-    run = RunDir.open(out)
-    if run.finished:
-        raise NnlabError(f"{run.path}: run already finished (summary.json exists)")
-    saved = run.read_config()
+    d = distributed.current()
+    run = RunDir(out)
+    if d.main:
+        run = RunDir.open(out)
+        if run.finished:
+            raise NnlabError(f"{run.path}: run already finished (summary.json exists)")
+    saved = distributed.broadcast(run.read_config() if d.main else None)  # other machines may not see it
     cfg = config_mod.from_dict(saved["config"], str(run.path / "config.json"))
     runtime = make_runtime(cfg.train)
     task = TASKS[cfg.task](cfg, runtime)
     _check_same_data(task.info(), saved["task_info"], run)
+    _check_ranks_agree(cfg, task.info())
+    console = console if d.main else Console(quiet=True)
     trainer = Trainer(task, cfg, runtime, run, console=console, progress=progress)
     trainer.restore()
     return _fit_and_finish(trainer, task, run, console)
+
+
+def _check_ranks_agree(cfg: RunConfig, info: dict[str, Any]) -> None:
+    """Under torchrun: the same config (but the data's local path) and the same data bytes."""
+    config = cfg.to_dict()
+    config["data"] = {k: v for k, v in config["data"].items() if k != "path"}
+    distributed.check_agreement({"config": config, "data": info["data"]["fingerprint"]})
 
 
 def _check_same_data(now: dict, saved: dict, run: RunDir) -> None:
@@ -131,6 +151,8 @@ def _describe(console: Console, cfg: RunConfig, task, runtime: Runtime, trainer:
 
 def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> dict[str, Any]:
     summary = trainer.fit()
+    if not distributed.current().main:
+        return summary  # rank 0 evaluates the best weights and writes the results
     # the figures that matter are those of the best weights, not of the last epoch
     trainer.model.load_state_dict(run.load_best())
     finalize = getattr(task, "finalize", None)

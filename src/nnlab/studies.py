@@ -24,6 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
+from nnlab import distributed
 from nnlab.data.images import GENERATED
 from nnlab.data.locate import find_data
 from nnlab.errors import NnlabError
@@ -179,27 +180,38 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
     configs = {v.folder: resolve_config(study.task, None, str(v.config), data=found,
                                         sets=[*study.overrides(v, budget), *sets])
                for v in study.variants}
-    _claim_folder(out, study, budget, found, sets)
+    main = distributed.current().main  # under torchrun, rank 0 alone writes
+    if main:
+        _claim_folder(out, study, budget, found, sets)
+    distributed.barrier()
     console.print(f"[bold]{study.title}[/]: {len(study.variants)} variants, budget {budget}, "
                   f"data {found}")
     paths = []
     for v in study.variants:
         path = out / "runs" / v.folder
         paths.append(path)
-        run = RunDir(path)
-        if path.is_dir() and run.finished:
+        state = None
+        if main:  # rank 0 sees the study folder; the others follow its reading
+            state = ("finished" if path.is_dir() and RunDir(path).finished
+                     else "resume" if (path / "last.pt").is_file() else "new")
+            if state == "new" and path.exists():  # started, but no epoch finished: start again
+                shutil.rmtree(path)
+        state = distributed.broadcast(state)
+        if state == "finished":
             console.print(f"[dim]{v.name}: already finished, skipped[/]")
         else:
             console.rule(v.name)
-            if (path / "last.pt").is_file():
+            if state == "resume":
                 resume_run(path, console, progress)
             else:
-                if path.exists():  # started, but no epoch finished: start again
-                    shutil.rmtree(path)
                 train_run(configs[v.folder], path, console, progress=progress)
+        if not main:
+            continue
         atomic_write_json(path / VARIANT_FILE, {
             "study": study.name, "variant": v.name, "quoted": v.quoted, "budget": budget,
             "config_file": str(v.config), "overrides": [*study.overrides(v, budget), *sets]})
+    if not main:
+        return out / "report.html"
     notes = list(study.notes)
     for b in study.baselines:
         path = out / "runs" / b.folder

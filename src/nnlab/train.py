@@ -26,6 +26,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 import nnlab
+from nnlab import distributed
 from nnlab.config import RunConfig
 from nnlab.device import Runtime, cpu_name
 from nnlab.errors import NnlabError
@@ -69,22 +70,48 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class TaskStep(nn.Module):
+    """The task's training step as a module, so DistributedDataParallel sees every use of
+    the parameters (a CRF's loss, a Siamese head) inside one forward call."""
+
+    def __init__(self, task: Task, model: nn.Module):
+        super().__init__()
+        self.task, self.model = task, model
+
+    def forward(self, batch: Any):
+        return self.task.step(self.model, batch)
+
+
 class Trainer:
     def __init__(self, task: Task, cfg: RunConfig, runtime: Runtime, run: RunDir,
                  console: Console | None = None, progress: bool = True):
         self.task, self.cfg, self.runtime, self.run = task, cfg, runtime, run
         self.console = console or Console(stderr=True)
-        self.show_progress = progress and self.console.is_terminal
+        self.show_progress = progress and self.console.is_terminal and distributed.current().main
         torch.manual_seed(cfg.train.seed)  # model initialisation depends on the seed alone
         self.model = task.build_model().to(runtime.device)
         if runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.dist = distributed.current()
+        self.ddp = self._wrap_ddp() if self.dist.enabled else None
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.epochs,
                                          task.steps_per_epoch(), task.higher_is_better)
         self.state = LoopState()
         self.lookahead: Lookahead | None = None
-        self.writer = self._tensorboard() if cfg.train.tensorboard else None
+        self.writer = self._tensorboard() if cfg.train.tensorboard and self.dist.main else None
+
+    def _wrap_ddp(self) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.cfg.train.sync_bn:
+            if self.runtime.device.type != "cuda":
+                raise NnlabError("train.sync_bn: SyncBatchNorm needs CUDA; on CPU each rank "
+                                 "keeps its own batch statistics (leave sync_bn off)")
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        cuda = self.runtime.device.type == "cuda"
+        return DistributedDataParallel(TaskStep(self.task, self.model),
+                                       device_ids=[self.runtime.device.index or 0] if cuda else None)
 
     def _tensorboard(self):
         try:
@@ -106,9 +133,11 @@ class Trainer:
         }
 
     def restore(self) -> None:
-        ckpt = self.run.load_checkpoint()
+        # rank 0 reads the run folder (other machines may not see it) and sends its contents
+        ckpt = distributed.broadcast(self.run.load_checkpoint() if self.dist.main else None)
         if ckpt is None:  # killed before the first checkpoint: start over from scratch
-            self.run.truncate_metrics(0)
+            if self.dist.main:
+                self.run.truncate_metrics(0)
             return
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -120,8 +149,9 @@ class Trainer:
         s = self.state
         s.epoch, s.step, s.best, s.best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["best_epoch"]
         s.bad_epochs, s.train_seconds = ckpt["bad_epochs"], ckpt["train_seconds"]
-        self.run.truncate_metrics(s.epoch)  # epochs logged after the checkpoint are replayed
-        s.history = self.run.read_metrics()
+        if self.dist.main:
+            self.run.truncate_metrics(s.epoch)  # epochs logged after the checkpoint are replayed
+        s.history = distributed.broadcast(self.run.read_metrics() if self.dist.main else None)
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -131,7 +161,8 @@ class Trainer:
             self.console.print(f"resuming after epoch {s.epoch} of {cfg.epochs}")
         while s.epoch < cfg.epochs and not self._should_stop():
             record = self._train_epoch(s.epoch + 1)
-            val = self.task.evaluate(self.model, "val")
+            # every rank evaluates; rank 0's figures decide, so all ranks choose alike
+            val = distributed.broadcast(self.task.evaluate(self.model, "val"))
             record |= {f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)}
             s.epoch += 1
             score = val[metric]
@@ -139,14 +170,16 @@ class Trainer:
                 score > s.best if self.task.higher_is_better else score < s.best)
             if improved:
                 s.best, s.best_epoch, s.bad_epochs = score, s.epoch, 0
-                self.run.save_best(self.model.state_dict(), {"epoch": str(s.epoch)})
+                if self.dist.main:
+                    self.run.save_best(self.model.state_dict(), {"epoch": str(s.epoch)})
             else:
                 s.bad_epochs += 1
             if isinstance(self.scheduler, ReduceLROnPlateau):
                 self.scheduler.step(score)
             record["best"] = improved
-            self.run.append_metrics(record)  # metrics first: resume truncates what is ahead
-            self.run.save_checkpoint(self.checkpoint())
+            if self.dist.main:
+                self.run.append_metrics(record)  # metrics first: resume truncates what is ahead
+                self.run.save_checkpoint(self.checkpoint())
             s.history.append(record)
             self._log_epoch(record)
         return self._finish()
@@ -160,7 +193,9 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.cfg.train
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and other in-model randomness
+        # dropout and other in-model randomness: each rank its own stream; the data order
+        # (gen) is the same on every rank, which then takes its own part of each batch
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) + self.dist.rank)
         gen = torch.Generator(device=self.runtime.device).manual_seed(epoch_seed(cfg.seed, epoch) + 1)
         for module in self.model.modules():  # per-epoch behaviour, e.g. freezing a layer
             if hasattr(module, "set_epoch"):
@@ -177,9 +212,9 @@ class Trainer:
         with self._progress(epoch, steps) as bar:
             task_id = bar.add_task("train", total=steps, info="") if bar else None
             for i, batch in enumerate(self.task.train_batches(gen, epoch)):
-                out = self.task.step(self.model, batch)
+                out = self.ddp(batch) if self.ddp else self.task.step(self.model, batch)
                 self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                distributed.scale_loss(out.loss, out.count).backward()
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
@@ -205,6 +240,12 @@ class Trainer:
                         f"{rate:,.0f} {self.task.unit}/s"))
         if self.lookahead is not None:
             self.lookahead.update(self.model, decay=1.0)  # end each epoch on the averaged weights
+        if self.dist.enabled:  # the epoch's figures over all ranks' examples
+            totals = torch.stack([loss_sum, metric_sum, *(torch.tensor(float(c), device=dev)
+                                  for c in (loss_count, metric_count, count))]).double()
+            torch.distributed.all_reduce(totals)
+            loss_sum, metric_sum = totals[0], totals[1]
+            loss_count, metric_count, count = (int(c) for c in totals[2:].tolist())
         self.runtime.synchronize()
         seconds = time.perf_counter() - start
         train_loss = loss_sum.item() / max(loss_count, 1)
@@ -236,6 +277,8 @@ class Trainer:
                         TextColumn("{task.fields[info]}"), console=self.console, transient=True)
 
     def _log_epoch(self, r: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
         m, tm, unit = self.task.main_metric, self.task.train_metric, self.task.unit
         self.console.print(
             f"epoch {r['epoch']:>3}/{self.cfg.train.epochs}  "

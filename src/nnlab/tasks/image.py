@@ -19,6 +19,7 @@ from nnlab.config import DataConfig, RunConfig
 from nnlab.data.augment import augment
 from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images, stratified_split
 from nnlab.device import Runtime
+from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import classification_report, confusion_matrix
 from nnlab.tasks.base import StepOutput, pick_split
@@ -141,7 +142,7 @@ class ImageTask:
         n, b = len(self.train), self.cfg.data.batch_size
         order = torch.randperm(n, generator=gen, device=gen.device)  # (N,)
         for i in range(self.steps_per_epoch()):
-            idx = order[i * b : (i + 1) * b]  # (B,)
+            idx = shard(order[i * b : (i + 1) * b])  # (B,), or this rank's part of it
             x = self.train.images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
             x = augment(x, self.cfg.data.augment, gen, self.base_flip[idx], epoch)
             yield self._layout(x), self.train.labels[idx]

@@ -31,6 +31,7 @@ from nnlab.data.tags import Span, spans_from_tags, tag_set, tags_from_spans
 from nnlab.data.tokenize import TokenizerStyle
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
+from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
 from nnlab.tasks.base import StepOutput, pick_split
@@ -241,7 +242,7 @@ class KeyphraseTask:
             at += size
         with_chars = self._with_chars
         for k in torch.randperm(len(batches), generator=gen, device=gen.device).tolist():
-            yield collate(self.train, batches[k], self.runtime.device, with_chars)
+            yield collate(self.train, shard(batches[k]), self.runtime.device, with_chars)
 
     def step(self, model: nn.Module, batch: dict) -> StepOutput:
         mask = batch["mask"]

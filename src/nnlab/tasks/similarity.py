@@ -22,6 +22,7 @@ from nnlab.data.pairs import PairData, find_pair_files, read_pairs
 from nnlab.data.split import holdout
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
+from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.tasks.base import StepOutput, pick_split
 from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
@@ -180,7 +181,7 @@ class SimilarityTask:
         b = self.cfg.data.batch_size
         order = torch.randperm(len(self.train), generator=gen, device=gen.device).tolist()
         for k in range(0, len(order), b):
-            yield collate_pairs(self.train, order[k : k + b], self.runtime.device)
+            yield collate_pairs(self.train, shard(order[k : k + b]), self.runtime.device)
 
     def step(self, model: nn.Module, batch: dict) -> StepOutput:
         with self.runtime.autocast():

@@ -1,0 +1,158 @@
+"""Data-parallel training under torchrun (gloo, 2 CPU processes): the same steps as one
+process with the same global batch, resume after a kill, one run folder written.
+
+Each test starts real processes (a few seconds each); skipped where torchrun cannot start
+them (no loopback sockets, no `torchrun` in the environment, no /proc to find them by)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_cifar_python
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+pytestmark = [pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed"),
+              pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="no /proc")]
+# SGD without momentum tricks and no dropout: two ranks' averaged gradients equal the
+# global batch's up to float rounding
+COMMON = ["--set", "data.batch_size=32", "--set", "optim.name='sgd'", "--set", "optim.lr=0.05",
+          "--set", "train.threads=1", "--quiet"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, NNLAB_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    env.pop("NNLAB_DATA", None)
+    return env
+
+
+def _train(args: list[str], tmp_path: Path, procs: int = 1, **kw) -> subprocess.CompletedProcess:
+    if procs == 1:
+        cmd = [sys.executable, "-m", "nnlab", "train", *args]
+    else:
+        cmd = [TORCHRUN, "--standalone", f"--nproc_per_node={procs}", "-m", "nnlab", "train", *args]
+    return subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=240, **kw)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def _kill_all(marker: str) -> None:
+    """SIGKILL every process whose command line mentions `marker` (here: the run folder)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _spawnable(result: subprocess.CompletedProcess) -> None:
+    if result.returncode and ("Address family not supported" in result.stderr
+                              or ("Permission denied" in result.stderr and "socket" in result.stderr)):
+        pytest.skip("processes cannot open loopback sockets here")
+
+
+@pytest.fixture
+def cifar(tmp_path) -> Path:
+    # 2 x 100 images: 180 train / 20 validation; batches of 32 (the last has 20: 10 per rank)
+    return write_cifar_python(tmp_path / "data", per_batch=100, batches=2)
+
+
+def test_two_processes_take_the_steps_of_one(tmp_path, cifar):
+    base = ["image", "--model", "cnn", "--data", str(cifar), "--epochs", "2", *COMMON]
+    single = _train([*base, "--out", str(tmp_path / "one")], tmp_path)
+    assert single.returncode == 0, single.stderr
+    double = _train([*base, "--out", str(tmp_path / "two")], tmp_path, procs=2)
+    _spawnable(double)
+    assert double.returncode == 0, double.stderr
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(two) == 2 and abs(one[-1]["train_loss"] - two[-1]["train_loss"]) < 1e-4
+    assert one[-1]["val_accuracy"] == two[-1]["val_accuracy"]
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["world_size"] == 2
+    # rank 0 alone wrote: one folder, one summary, no stray files from rank 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "one", "two"]
+    assert (tmp_path / "two" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("task,model,sets", [("keyphrase", "bilstm-crf", ["model.dropout=0"]),
+                                             ("similarity", "rnn", [])])
+def test_text_tasks_train_under_two_processes(tmp_path, task, model, sets):
+    """Variable-length batches: each rank's loss (mean per sentence or pair) is weighted by
+    its share of the global batch, so the average gradient is the one-process gradient."""
+    args = [task, "--model", model, "--data", "generated", "--epochs", "1",
+            "--set", "data.batch_size=64", "--set", "train.threads=1", "--quiet",
+            *[x for s in sets for x in ("--set", s)]]  # no dropout: ranks draw their own masks
+    single = _train([*args, "--out", str(tmp_path / "one")], tmp_path)
+    assert single.returncode == 0, single.stderr
+    double = _train([*args, "--out", str(tmp_path / "two")], tmp_path, procs=2)
+    _spawnable(double)
+    assert double.returncode == 0, double.stderr
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_killed_ddp_run_resumes_to_the_same_weights(tmp_path, cifar):
+    base = ["image", "--model", "cnn", "--data", str(cifar), "--epochs", "4", *COMMON]
+    whole = _train([*base, "--out", str(tmp_path / "whole")], tmp_path, procs=2)
+    _spawnable(whole)
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "nnlab", "train", *base,
+           "--out", str(killed)]
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "last.pt").is_file():
+        time.sleep(0.05)
+    _kill_all(str(killed))  # the launcher and both ranks (torchrun starts them in their own sessions)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "nnlab", "train",
+                              "--resume", str(killed)], env=_env(tmp_path), capture_output=True,
+                             text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "whole"), _weights(killed)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_ranks_that_disagree_stop_with_one_line(tmp_path, cifar):
+    # rank 1 reads other data: same format, other bytes
+    other = write_cifar_python(tmp_path / "other", per_batch=100, batches=2, classes=10)
+    shutil.copy(cifar / "batches.meta", other / "batches.meta")
+    (other / "data_batch_1").write_bytes((cifar / "data_batch_2").read_bytes())
+    script = ("import os, sys; from nnlab.cli import main; "
+              f"sys.argv[1 + sys.argv.index('--data')] = {str(other)!r} if os.environ['RANK'] == '1' "
+              "else sys.argv[1 + sys.argv.index('--data')]; main()")
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(script)
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", str(wrapper), "train", "image",
+           "--model", "cnn", "--data", str(cifar), "--epochs", "1", *COMMON,
+           "--out", str(tmp_path / "run")]
+    r = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    _spawnable(r)
+    assert r.returncode != 0
+    assert "error: ranks disagree on the data" in r.stderr
+    assert not (tmp_path / "run").exists()
