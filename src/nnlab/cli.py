@@ -314,7 +314,9 @@ def report(
     for d in run_dirs:
         p = Path(d)
         if (p / "runs").is_dir() and not (p / "config.json").exists():  # a study folder
-            paths += sorted(q for q in (p / "runs").iterdir() if (q / "config.json").is_file())
+            runs = [q for q in (p / "runs").iterdir() if (q / "config.json").is_file()]
+            paths += sorted(runs, key=lambda q: (json.loads((q / "config.json").read_text())
+                                                 .get("created", ""), q.name))  # study order
         else:
             paths.append(p)
     html_path = build_report(paths, Path(out_dir), title or f"nnlab report: {len(paths)} runs",

@@ -20,7 +20,7 @@ from nnlab.data.images import GENERATED
 from nnlab.data.locate import TASK_FOLDERS
 from nnlab.errors import NnlabError
 from nnlab.runs import atomic_write_text
-from nnlab.studies import load_study, run_study
+from nnlab.studies import data_label, load_study, run_study
 
 DEMO_STUDIES = ("image-report-b", "keyphrase", "similarity")
 
@@ -55,10 +55,11 @@ def _index(out: Path, reports: list) -> Path:
         meta = json.loads((report.parent / "study.json").read_text())
         best = (report.parent / "report.md").read_text().splitlines()[2]
         rel = os.path.relpath(report, out)
+        data = data_label(meta["data"])
         items.append(f"<li><a href=\"{html.escape(rel)}\">{html.escape(study.title)}</a>"
-                     f"<br><span>{html.escape(best)} Data: {html.escape(meta['data'])}.</span></li>")
+                     f"<br><span>{html.escape(best)} Data: {html.escape(data)}.</span></li>")
         md.append(f"- [{study.title}]({os.path.relpath(report.with_suffix('.md'), out)}): "
-                  f"{best} Data: {meta['data']}.")
+                  f"{best} Data: {data}.")
     page = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>nnlab demo</title>"
             "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;"
             "padding:0 1em;line-height:1.5}li{margin:.8em 0}span{color:#555}</style></head>"

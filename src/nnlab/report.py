@@ -23,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 import nnlab
 from nnlab.errors import NnlabError
@@ -32,7 +32,7 @@ from nnlab.runs import RunDir, atomic_write, atomic_write_text
 UNITS = {"image": "images", "keyphrase": "sentences", "similarity": "pairs"}
 # secondary validation metrics shown beside the main one, per task
 EXTRA_METRICS = {"keyphrase": ("span_precision", "span_recall", "token_f1"),
-                 "similarity": ("spearman", "mse"), "image": ()}
+                 "similarity": ("spearman",), "image": ()}  # similarity: the loss is the MSE
 LABELS = {"span_f1": "span F1", "span_precision": "span P", "span_recall": "span R",
           "token_f1": "token F1", "pearson": "Pearson r", "spearman": "Spearman ρ", "mse": "MSE",
           "accuracy": "accuracy"}
@@ -100,6 +100,9 @@ def _overlay(views: list[RunView], metric: str, path: Path) -> None:
               if r.get(k) is not None and r[k] > 0]
     if losses and max(losses) / min(losses) > 10:  # a loss falling by decades reads best on a log axis
         axes[1].set_yscale("log")
+        axes[1].yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axes[1].yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes[1].yaxis.set_minor_formatter(NullFormatter())
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
                bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(labels) - 1) // 4)))
@@ -117,7 +120,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
+def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]], list[str]]:
     s0 = views[0].summary
     task, metric = s0["task"], s0["main_metric"]
     unit = UNITS.get(task, "examples")
@@ -128,7 +131,7 @@ def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
     header += ["val loss", "best / epochs", "train s", f"{unit}/s", "parameters", "dtype"]
     header += ["augment"] if task == "image" else []
     quoted = any(v.variant.get("quoted") for v in views)
-    header += ["quoted figure (published, not ours)"] if quoted else []
+    header += ["quoted (published, not ours)"] if quoted else []
     rows = []
     for v in views:
         s, cfg = v.summary, v.config["config"]
@@ -143,7 +146,21 @@ def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
         row += [cfg["data"]["augment"]] if task == "image" else []
         row += [v.variant.get("quoted", "")] if quoted else []
         rows.append(row)
-    return header, rows
+    return _fold_constant(header, rows, ("dtype", "augment"))
+
+
+def _fold_constant(header: list[str], rows: list[list[str]], names: tuple[str, ...]
+                   ) -> tuple[list[str], list[list[str]], list[str]]:
+    """Drop the named columns whose value is the same in every row, returning them as
+    "name value" to be said once below the table (which then fits a window)."""
+    keep, folded = [], []
+    for i, h in enumerate(header):
+        if h in names and len({r[i] for r in rows}) == 1:
+            folded.append(f"{h} {rows[0][i]}")
+        else:
+            keep.append(i)
+    header = [header[i] for i in keep]
+    return header, [[r[i] for i in keep] for r in rows], folded
 
 
 def _data_line(views: list[RunView]) -> str:
@@ -253,9 +270,9 @@ CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-widt
 margin:2em auto;padding:0 1em;color:#1d1d1f;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;
 padding-bottom:.2em}.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.8em 0;
-font-size:.92em}th,td{border:1px solid #d0d0d0;padding:4px 8px;text-align:right;
+font-size:.85em}th,td{border:1px solid #d0d0d0;padding:3px 6px;text-align:right;
 white-space:nowrap}th:first-child,td:first-child{text-align:left}td:last-child{white-space:normal;
-text-align:left;color:#6b4e00;font-style:italic}table.plain td:last-child{font-style:normal;
+text-align:left;color:#6b4e00;font-style:italic;min-width:9em}table.plain td:last-child{font-style:normal;
 color:inherit;text-align:right}th{background:#f3f3f5}tbody tr:nth-child(even){background:#fafafa}
 img{max-width:100%}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));
 gap:1em}code,pre{background:#f3f3f5;padding:1px 4px;font-size:.9em}pre{padding:.6em;
@@ -280,7 +297,7 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     overlay = out / "curves_all.png"
     if trained:
         _overlay(trained, metric, overlay)
-    header, rows = _rows(views)
+    header, rows, same = _rows(views)
     pc_header, pc_rows = _per_class(views)
     pt_header, pt_rows = _per_type(views)
     summaries = {v.name: _model_summary(v) for v in trained}
@@ -289,7 +306,8 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     best = max(views, key=lambda v: v.summary["val"].get(metric, float("-inf")))
     headline = (f"Best on validation {label(metric)}: {best.name} "
                 f"({best.summary['val'][metric]:.4f}).")
-    caveat = ("Validation figures use each run's best epoch, picked on the validation split, "
+    caveat = ((f"All variants: {', '.join(same)}. " if same else "")
+              + "Validation figures use each run's best epoch, picked on the validation split, "
               "which is carved from the training data (or is the data set's validation file); "
               "the test split is never used to choose anything.")
 

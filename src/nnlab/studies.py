@@ -253,12 +253,16 @@ def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[st
                                     "command": ["nnlab", *sys.argv[1:]]})
 
 
+def data_label(data: str) -> str:
+    return "the built-in generated data" if "/generated/" in data or data == GENERATED else data
+
+
 def _budget_note(study: Study, budget: str, data: str) -> str:
-    what = "generated data (no real data found)" if "/generated/" in data or data == GENERATED else data
+    what = data_label(data)
     common = ", ".join(study.budgets.get(budget, [])) or "none"
     extra = "; ".join(f"{v.name}: {', '.join(v.budgets[budget])}"
                       for v in study.variants if v.budgets.get(budget))
-    return (f"Budget `{budget}` on {what}. Overrides for every variant: {common}"
+    return (f"Budget {budget} on {what}. Overrides for every variant: {common}"
             + (f"; per variant: {extra}." if extra else "."))
 
 
