@@ -156,3 +156,27 @@ def test_ranks_that_disagree_stop_with_one_line(tmp_path, cifar):
     assert r.returncode != 0
     assert "error: ranks disagree on the data" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_reproduce_under_two_processes_writes_one_study(tmp_path):
+    from test_studies import write_study
+
+    study = write_study(tmp_path, """
+task = "keyphrase"
+[budgets]
+quick = ["train.epochs=1", "data.batch_size=64", "train.threads=1"]
+[[variants]]
+name = "bilstm-crf"
+config = "keyphrase/bilstm-crf.toml"
+""")
+    out = tmp_path / "study"
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "nnlab", "reproduce", str(study),
+           "--data", "generated", "--out", str(out), "--quiet"]
+    r = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    _spawnable(r)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("report: ") == 1  # rank 0 alone reports
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves_all.png", "report.html", "report.md", "runs", "study.json"]
+    assert [p.name for p in (out / "runs").iterdir()] == ["bilstm-crf"]
+    assert json.loads((out / "runs" / "bilstm-crf" / "config.json").read_text())["world_size"] == 2

@@ -286,7 +286,7 @@ def reproduce(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train every variant of a study (skipping finished ones) and write its report."""
-    from nnlab import studies
+    from nnlab import distributed, studies
 
     if list_ or not study:
         for name in studies.study_names():
@@ -298,7 +298,8 @@ def reproduce(
     loaded = studies.load_study(study)
     report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
                                progress=not quiet)
-    out.print(f"report: {report}")
+    if distributed.current().main:
+        out.print(f"report: {report}")
 
 
 @app.command()

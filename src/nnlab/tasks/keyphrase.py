@@ -97,26 +97,33 @@ class Encoded:
         return len(self.words)
 
 
-def encode_chars(tokens: list[str], chars: Vocab, max_chars: int) -> torch.Tensor:
+def encode_chars(tokens: list[str], chars: Vocab, max_chars: int,
+                 cache: dict[str, list[int]] | None = None) -> torch.Tensor:
+    """(T, W) character ids, zero-padded; `cache` keeps each distinct word's ids (words
+    repeat, and one tensor per sequence is far cheaper than one per word)."""
+    cache = {} if cache is None else cache
     width = max(1, min(max_chars, max(len(t) for t in tokens)))
-    out = torch.zeros(len(tokens), width, dtype=torch.int64)  # (T, W)
-    for i, token in enumerate(tokens):
-        ids = chars.lookup(token[:width])
-        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    return out
+    rows = []
+    for token in tokens:
+        ids = cache.get(token)
+        if ids is None:
+            ids = cache[token] = chars.lookup(token[:max_chars])
+        rows.append(ids + [0] * (width - len(ids)))
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(tokens), width)  # (T, W)
 
 
 def encode(data: TaggedText, info: dict[str, Any]) -> Encoded:
     words, chars = Vocab.from_dict(info["vocab"]), Vocab.from_dict(info["chars"])
     tag_index = {t: i for i, t in enumerate(info["tags"])}
     enc = Encoded([], [], [], [], [])
+    char_cache: dict[str, list[int]] = {}
     for tokens, spans in zip(data.tokens, data.spans, strict=True):
         # gold spans of a type the run never saw cannot be predicted: they stay in `spans`
         # (counted as misses) but are tagged O for the loss
         known = [s for s in spans if s.type in info["types"]]
         tags = tags_from_spans(known, len(tokens), info["encoding"])
         enc.words.append(torch.tensor(words.lookup(tokens), dtype=torch.int64))
-        enc.chars.append(encode_chars(tokens, chars, info["max_word_chars"]))
+        enc.chars.append(encode_chars(tokens, chars, info["max_word_chars"], char_cache))
         enc.tags.append(torch.tensor([tag_index[t] for t in tags], dtype=torch.int64))
         enc.spans.append(spans)
         enc.lengths.append(len(tokens))
