@@ -111,7 +111,8 @@ def test_reproduce_trains_skips_on_rerun_and_report_rebuilds(tmp_path, run_cli):
         assert variant["overrides"] == ["train.epochs=1", "data.batch_size=64"]
     md = (out / "report.md").read_text()
     assert "| bilstm-crf | bilstm-crf |" in md and "0.457 test F1 (quoted)" in md
-    assert "Validation F1 per keyphrase type" in md and "model: bilstm-crf" in md
+    assert "model: bilstm-crf" in md
+    assert "per keyphrase type" not in md  # one type (KEY): the main table says it all
     page = (out / "report.html").read_text()
     assert page.count("<img src=\"data:image/png;base64,") >= 3 and "a note" in page
 
@@ -181,3 +182,44 @@ def test_demo_picks_each_tasks_data_under_a_root(tmp_path):
     assert _data_for("image", None) is None
     with pytest.raises(NnlabError, match="no such folder"):
         _data_for("image", str(tmp_path / "missing"))
+
+
+def test_per_type_table_only_for_typed_spans():
+    from types import SimpleNamespace
+
+    from nnlab.report import _per_type
+
+    def view(name, per_type):
+        return SimpleNamespace(name=name, val={"per_type": per_type})
+
+    typed = [view("a", {"Task": {"f1": 0.25, "support": 7}, "Process": {"f1": 0.5, "support": 3}}),
+             view("b", {"Task": {"f1": 0.75, "support": 7}})]
+    header, rows = _per_type(typed)
+    assert header == ["type", "gold spans", "a", "b"]
+    assert rows == [["Process", "3", "0.500", "–"], ["Task", "7", "0.250", "0.750"]]
+    assert _per_type([view("a", {"KEY": {"f1": 0.4, "support": 9}})]) == ([], [])
+
+
+def test_reproduce_test_flag_adds_test_figures_only_when_asked(tmp_path, run_cli):
+    import shutil
+
+    study = write_study(tmp_path, KEYPHRASE_STUDY.replace('''[[variants]]
+name = "bilstm-crf"
+config = "keyphrase/bilstm-crf.toml"
+quoted = "0.457 test F1 (quoted)"
+''', ""))
+    data = tmp_path / "kp"
+    shutil.copytree(generated_text_folder("keyphrase"), data)
+    (data / "test.txt").write_text((data / "valid.txt").read_text())  # a test file, for the test
+    r = run_cli("reproduce", str(study), "--out", tmp_path / "s", "--data", data, "--quiet", "--test")
+    assert r.code == 0, r.err
+    md = (tmp_path / "s" / "report.md").read_text()
+    assert "test span F1" in md
+    test = json.loads((tmp_path / "s" / "runs" / "bilstm" / "eval" / "test.json").read_text())
+    val = json.loads((tmp_path / "s" / "runs" / "bilstm" / "summary.json").read_text())["val"]
+    assert test["span_f1"] == pytest.approx(val["span_f1"])  # the same sentences, the same weights
+    (data / "test.txt").unlink()
+    r = run_cli("reproduce", str(study), "--out", tmp_path / "s2", "--data", data, "--quiet", "--test")
+    assert r.code == 0, r.err
+    md = (tmp_path / "s2" / "report.md").read_text()
+    assert "test span F1" not in md and "No test figures" in md

@@ -6,9 +6,10 @@ Every rank builds the same global batch from the same per-epoch permutation and 
 own slice of it (`shard`), so a run with global batch B on N processes takes the steps a
 single process with batch B takes: DDP averages the ranks' gradients, and `scale_loss`
 weights each rank's loss by its share of the batch's examples (or tokens), which keeps the
-average exact when slices differ in size. Rank 0 alone writes the run folder; validation
-runs on every rank and rank 0's figures are broadcast, so all ranks take the same decisions
-(best epoch, plateau steps, early stop).
+average exact when slices differ in size. Rank 0 alone writes the run folder. Per-epoch
+validation of images is split between the ranks and its sums reduced; text tasks (span F1
+over an O-offset sweep, Pearson r) validate on every rank. Either way rank 0's figures are
+then broadcast, so all ranks take the same decisions (best epoch, plateau steps, early stop).
 """
 
 from __future__ import annotations
@@ -111,6 +112,15 @@ def broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sums over all ranks of a few numbers (float64, so counts stay exact)."""
+    if not _current.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def barrier() -> None:

@@ -185,11 +185,13 @@ def _per_class(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
 
 
 def _per_type(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
-    """Keyphrase runs: validation span F1 per keyphrase type (support = gold spans)."""
+    """Keyphrase runs with typed spans: validation F1 per type (support = gold spans)."""
     with_types = [v for v in views if v.val.get("per_type")]
     if not with_types:
         return [], []
     types = sorted({t for v in with_types for t in v.val["per_type"]})
+    if len(types) < 2:  # one type: its F1 is the span F1 of the main table
+        return [], []
     header = ["type", "gold spans"] + [v.name for v in with_types]
     rows = []
     for t in types:

@@ -12,6 +12,7 @@ interrupted ones (a rerun continues the study), then writes OUT/report.html and 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -236,8 +237,6 @@ def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[st
     meta = {"study": study.name, "budget": budget, "data": data, "sets": sets}
     file = out / STUDY_FILE
     if file.is_file():
-        import json
-
         saved = json.loads(file.read_text())
         differs = [k for k in meta if saved.get(k) != meta[k]]
         if differs:
@@ -272,7 +271,6 @@ def _evaluate_test(paths: list[Path], console: Console, notes: list[str]) -> Non
     Only reported: nothing (epoch, offset, variant) is chosen on it.
     """
     from nnlab.experiment import evaluate_run
-    from nnlab.runs import atomic_write_json as write
 
     for path in paths:
         if (path / "eval" / "test.json").is_file() or _is_baseline(path):
@@ -283,13 +281,11 @@ def _evaluate_test(paths: list[Path], console: Console, notes: list[str]) -> Non
             console.print(f"[yellow]test split: {e}[/]")
             notes.append(f"No test figures: {e}.")
             return
-        write(path / "eval" / "test.json",
+        atomic_write_json(path / "eval" / "test.json",
               {k: v for k, v in result.items() if k not in ("confusion", "predictions", "gold")})
 
 
 def _is_baseline(path: Path) -> bool:
-    import json
-
     summary = path / "summary.json"
     return summary.is_file() and json.loads(summary.read_text()).get("kind") == "baseline"
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab import models
+from nnlab import distributed, models
 from nnlab.config import DataConfig, RunConfig
 from nnlab.data.augment import augment
 from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images, stratified_split
@@ -160,10 +160,21 @@ class ImageTask:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
-        """Per-epoch checks are plain; the detailed final evaluation uses `data.tta`."""
-        return evaluate_images(model, self.split_data(split), self.runtime,
-                               self.cfg.data.eval_batch_size, detailed,
-                               tta=self.cfg.data.tta if detailed else "none")
+        """Per-epoch checks are plain; the detailed final evaluation uses `data.tta`.
+
+        Under torchrun the per-epoch check is split between the ranks (every world-th
+        image each) and its sums are reduced, so every rank gets the whole split's figures."""
+        data = self.split_data(split)
+        d = distributed.current()
+        if not d.enabled or detailed:
+            return evaluate_images(model, data, self.runtime, self.cfg.data.eval_batch_size,
+                                   detailed, tta=self.cfg.data.tta if detailed else "none")
+        idx = torch.arange(d.rank, len(data), d.world)  # (N / world,)
+        part = evaluate_images(model, ImageData(data.images[idx], data.labels[idx], data.classes),
+                               self.runtime, self.cfg.data.eval_batch_size)
+        n, loss, correct = distributed.all_sum([part["n"], part["loss"] * part["n"],
+                                                part["accuracy"] * part["n"]], self.runtime.device)
+        return {"loss": loss / n, "accuracy": round(correct) / n, "n": int(n), "tta": "none"}
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
