@@ -5,10 +5,11 @@ LOCAL_RANK set; `init()` joins them into one process group (nccl on CUDA, gloo o
 Every rank builds the same global batch from the same per-epoch permutation and keeps its
 own slice of it (`shard`), so a run with global batch B on N processes takes the steps a
 single process with batch B takes: DDP averages the ranks' gradients, and `scale_loss`
-weights each rank's loss by its share of the batch's examples (or tokens), which keeps the
-average exact when slices differ in size. Rank 0 alone writes the run folder. Per-epoch
-validation of images is split between the ranks and its sums reduced; text tasks (span F1
-over an O-offset sweep, Pearson r) validate on every rank. Either way rank 0's figures are
+weights each rank's loss by its share of the batch's examples, which keeps the average exact
+when slices differ in size (losses are means over examples: images, sentences, pairs).
+Rank 0 alone writes the run folder. Per-epoch validation of images is split between the
+ranks and its sums reduced; text tasks (span F1 over an O-offset sweep, Pearson r) validate
+on every rank. Either way rank 0's figures are
 then broadcast, so all ranks take the same decisions (best epoch, plateau steps, early stop).
 """
 
@@ -43,6 +44,7 @@ class Dist:
 
 SINGLE = Dist()
 _current = SINGLE
+_global_batch: int | None = None  # examples in the global batch last sharded
 
 
 def current() -> Dist:
@@ -83,26 +85,29 @@ def shard(idx: Any) -> Any:
     world-th element from the rank's own offset, so slices differ in size by at most one.
 
     Every rank must step, so a last batch smaller than the world lends its first examples
-    again to the ranks it cannot feed (they then count twice in that one step)."""
+    again to the ranks it cannot feed (they then count twice in that one step). Remembers
+    how many examples all ranks hold together, for `scale_loss`."""
+    global _global_batch
     d = _current
     if not d.enabled:
         return idx
+    _global_batch = max(len(idx), d.world)
     return idx[d.rank % len(idx) :: d.world] if d.rank >= len(idx) else idx[d.rank :: d.world]
 
 
-def scale_loss(loss: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+def scale_loss(loss: torch.Tensor, count: int) -> torch.Tensor:
     """Weight a rank's mean loss so that DDP's gradient average is the global batch mean.
 
-    `count` is what the loss is averaged over on this rank (examples, or tokens). The global
-    count is summed across ranks; the rank's loss is multiplied by world * count / total.
+    `count` is the number of examples the loss is a mean over on this rank, and the global
+    count is what the last `shard` call handed out in all: no communication per step. The
+    rank's loss is multiplied by world * count / global.
     """
     d = _current
     if not d.enabled:
         return loss
-    local = torch.as_tensor(count, dtype=torch.float64, device=loss.device)
-    total = local.clone()
-    dist.all_reduce(total)
-    return loss * (d.world * local / total.clamp_min(1)).to(loss.dtype)
+    if _global_batch is None:
+        raise RuntimeError("scale_loss before shard: the task's batches must come from shard()")
+    return loss * (d.world * count / _global_batch)
 
 
 def broadcast(obj: Any) -> Any:
