@@ -80,9 +80,11 @@ def slug(name: str) -> str:
 
 
 def experiments_roots() -> list[Path]:
-    """Where studies are looked up: ./experiments, then the source checkout's experiments/."""
-    roots = [Path.cwd() / "experiments", Path(__file__).resolve().parents[2] / "experiments"]
-    return [r for i, r in enumerate(roots) if r.is_dir() and r not in roots[:i]]
+    """Where studies are looked up: ./experiments (a user's own), then the ones shipped in
+    the package (the repository's top-level experiments/ links to them)."""
+    roots = [Path.cwd() / "experiments", Path(__file__).resolve().parent / "experiments"]
+    roots = [r.resolve() for r in roots if r.is_dir()]
+    return [r for i, r in enumerate(roots) if r not in roots[:i]]
 
 
 def study_names() -> list[str]:

@@ -1,0 +1,369 @@
+"""The `nnlab` command: train, evaluate, predict, reproduce, report, models, data, demo.
+
+A user mistake (`NnlabError`, a bad flag) prints one line on stderr and exits with 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nnlab.errors import NnlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="nnlab: train, compare and use classic CNN and RNN models.")
+data_app = typer.Typer(no_args_is_help=True, help="Get data sets.")
+app.add_typer(data_app, name="data")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@app.command()
+def train(
+    task: Annotated[str | None, typer.Argument(help="image | keyphrase | similarity")] = None,
+    model: Annotated[str | None, typer.Option(help="registered model name (see `nnlab models`)")] = None,
+    data: Annotated[str | None, typer.Option(help="data folder/archive, or 'generated'")] = None,
+    epochs: Annotated[int | None, typer.Option(help="number of epochs")] = None,
+    embeddings: Annotated[str | None, typer.Option(
+        help="word vectors for text tasks: glove-6b-50d or a GloVe text file")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value")] = None,
+    config: Annotated[str | None, typer.Option(help="TOML config file")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="new run folder")] = None,
+    resume: Annotated[str | None, typer.Option(help="run folder to resume")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a model into a new run folder, or resume one (--resume RUN_DIR)."""
+    from nnlab import experiment
+
+    if resume:
+        if any(v is not None for v in (task, model, data, epochs, config, out_dir, embeddings)
+               ) or set_:
+            raise NnlabError("--resume RUN_DIR takes no other options: the run's config is reused")
+        experiment.resume_run(resume, err, progress=not quiet)
+        return
+    if not out_dir:
+        raise NnlabError("--out RUN_DIR: required (a new folder for the run)")
+    cfg = experiment.resolve_config(task, model, config, data, epochs, set_, embeddings)
+    experiment.train_run(cfg, out_dir, err, progress=not quiet)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[str, typer.Argument(help="run folder")],
+    data: Annotated[str | None, typer.Option(help="other labelled data (classes matched by name)")] = None,
+    split: Annotated[str | None, typer.Option(help="val | test | all")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    tta: Annotated[str | None, typer.Option(help="none | flip | flip-translate (default: the run's)")
+                   ] = None,
+) -> None:
+    """Evaluate a run's best weights (validation split by default)."""
+    from nnlab import experiment
+
+    result = experiment.evaluate_run(run_dir, data, split, device, tta)
+    if as_json:
+        print(json.dumps(result))
+        return
+    if "span_f1" in result:
+        _print_keyphrase_eval(result)
+        return
+    if "pearson" in result:
+        out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} pairs): "
+                  f"Pearson r {result['pearson']:.4f}, Spearman rho {result['spearman']:.4f}, "
+                  f"MSE {result['mse']:.4f}")
+        if "note" in result:
+            out.print(f"  note: {result['note']}")
+        return
+    out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} images): "
+              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    for name, m in result["per_class"].items():
+        acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.4f}"
+        out.print(f"  {name:>14}  accuracy {acc}  ({m['support']} images)")
+
+
+def _print_keyphrase_eval(r: dict) -> None:
+    out.print(f"{r['model']} on {r['data']} ({r['split']}, {r['n']:,} sequences, "
+              f"{r['tokens']:,} tokens)")
+    out.print(f"  keyphrases (exact match): F1 {r['span_f1']:.4f}  precision "
+              f"{r['span_precision']:.4f}  recall {r['span_recall']:.4f}  "
+              f"({r['spans_gold']:,} gold, {r['spans_predicted']:,} predicted)")
+    out.print(f"  tokens: accuracy {r['token_accuracy']:.4f}; keyword-token F1 {r['token_f1']:.4f} "
+              f"(precision {r['token_precision']:.4f}, recall {r['token_recall']:.4f})")
+    if len(r["per_type"]) > 1:
+        for name, m in r["per_type"].items():
+            out.print(f"  {name:>14}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
+                      f"recall {m['recall']:.4f}  ({m['support']} gold)")
+    if r["repaired_spans"]:
+        out.print(f"  note: {r['repaired_spans']} gold spans open with an I- tag (read as B-)")
+    if r["unseen_types"]:
+        out.print(f"  note: span types the run never saw: {', '.join(r['unseen_types'])}")
+
+
+def _run_task(run_dir: str) -> str:
+    from nnlab.runs import RunDir
+
+    return RunDir.open(run_dir).read_config()["config"]["task"]
+
+
+def _read_texts(inputs: list[str], files: bool) -> list[str]:
+    texts = []
+    for item in inputs:
+        if item == "-":
+            texts.append(sys.stdin.read())
+        elif files:
+            path = Path(item)
+            if not path.is_file():
+                raise NnlabError(f"{item}: no such file")
+            try:
+                texts.append(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise NnlabError(f"{item}: not UTF-8 text") from None
+        else:
+            texts.append(item)
+    return texts
+
+
+def _read_pairs(inputs: list[str], pairs_file: str | None) -> list[tuple[str, str]]:
+    if pairs_file is None:
+        if len(inputs) != 2:
+            raise NnlabError(f"predict: a similarity run takes two sentences (got {len(inputs)}) "
+                             "or --pairs FILE.tsv")
+        return [(inputs[0], inputs[1])]
+    if inputs:
+        raise NnlabError("predict: give two sentences or --pairs FILE, not both")
+    path = Path(pairs_file)
+    if not path.is_file():
+        raise NnlabError(f"{pairs_file}: no such file")
+    found = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise NnlabError(f"{pairs_file}:{number}: expected 'sentence<TAB>sentence'")
+        found.append((fields[0], fields[1]))
+    if not found:
+        raise NnlabError(f"{pairs_file}: no sentence pairs")
+    return found
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[str, typer.Argument(help="run folder")],
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="image files; keyphrase: texts ('-' reads stdin); similarity: two sentences")] = None,
+    files: Annotated[bool, typer.Option("--files", help="keyphrase: inputs are text files")] = False,
+    pairs: Annotated[str | None, typer.Option(
+        help="similarity: a TSV file of sentence pairs (two columns) to score")] = None,
+    top_k: Annotated[int, typer.Option(help="classes to show per image")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (keyphrases: with offsets)")
+                       ] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Top-k classes for each image file, the keyphrases of each text, or a pair's similarity."""
+    from nnlab import experiment
+
+    inputs = inputs or []
+    task = _run_task(run_dir)
+    if task == "similarity":
+        scored = experiment.predict_similarity(run_dir, _read_pairs(inputs, pairs), device)
+        if as_json:
+            print(json.dumps(scored))
+            return
+        for r in scored:
+            out.print(f"{r['score']:.3f}" if len(scored) == 1 else f"{r['score']:.3f}\t{r['a']}\t{r['b']}",
+                      markup=False, highlight=False)
+        return
+    if not inputs:
+        raise NnlabError("predict: give at least one input")
+    if task == "keyphrase":
+        found = experiment.predict_keyphrases(run_dir, _read_texts(inputs, files), device)
+        if as_json:
+            print(json.dumps(found))
+            return
+        for i, r in enumerate(found, start=1):
+            phrases = "; ".join(k["text"] for k in r["keyphrases"]) or "(none found)"
+            out.print(f"{i}: {phrases}" if len(found) > 1 else phrases, markup=False,
+                      highlight=False)
+        return
+    results = experiment.predict_images(run_dir, inputs, top_k, device)
+    if as_json:
+        print(json.dumps(results))
+        return
+    for r in results:
+        ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+        out.print(f"{r['file']}: {ranked}")
+
+
+@app.command("models")
+def list_models(
+    name: Annotated[str | None, typer.Argument(help="a model to describe")] = None,
+    input_shape: Annotated[str, typer.Option(help="C,H,W for images")] = "3,32,32",
+    classes: Annotated[int, typer.Option(help="number of classes")] = 10,
+) -> None:
+    """List registered models by task, or describe one (options, recipe, parameters)."""
+    from rich.table import Table
+
+    from nnlab import models
+    from nnlab.models.summary import layer_table
+
+    if name is None:
+        for task in sorted({models.get(n).task for n in models.names()}):
+            out.print(f"[bold]{task}[/]")
+            for n in models.names(task):
+                out.print(f"  {n:<24} {models.get(n).description}")
+        return
+    entry = models.get(name)
+    if entry.task in ("keyphrase", "similarity"):
+        _describe_text_model(name, entry)
+        return
+    try:
+        c, h, w = (int(v) for v in input_shape.split(","))
+    except ValueError:
+        raise NnlabError(f"--input-shape {input_shape}: expected C,H,W") from None
+    net = models.create(name, entry.task, {}, in_channels=c, num_classes=classes, image_size=(h, w))
+    table = Table(title=f"{name} ({entry.task}): {entry.description}")
+    for col in ("layer", "type", "output shape", "parameters"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for row in layer_table(net, (c, h, w)):
+        table.add_row(row.name, row.kind, "x".join(map(str, row.output_shape)),
+                      f"{row.parameters:,}" if row.parameters else "")
+    out.print(table)
+    out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
+    out.print(f"options: {models.options(name, ('in_channels', 'num_classes', 'image_size'))}")
+    out.print(f"recipe: {entry.recipe}")
+
+
+def _describe_text_model(name: str, entry) -> None:
+    """Layers and parameters of a text model for a 20,000-word vocabulary (taggers: BIO tags of
+    one type, 100 characters; similarity: scores 1-5)."""
+    from rich.table import Table
+
+    from nnlab import models
+    from nnlab.data.tags import tag_set
+    from nnlab.models.summary import parameter_table
+
+    supplied = ({"vocab_size": 20_000, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
+                 "num_chars": 100} if entry.task == "keyphrase"
+                else {"vocab_size": 20_000, "score_range": (1.0, 5.0)})
+    net = models.create(name, entry.task, {}, **supplied)
+    table = Table(title=f"{name} ({entry.task}): {entry.description}; 20,000 words")
+    for col in ("layer", "module", "parameters"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for mod_name, kind, own in parameter_table(net):
+        table.add_row(mod_name, kind, f"{own:,}")
+    out.print(table)
+    out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
+    out.print(f"options: {models.options(name, (*supplied, 'frozen_words'))}")
+    out.print(f"recipe: {entry.recipe}")
+
+
+@data_app.command("get")
+def data_get(name: Annotated[str, typer.Argument(help="cifar10")]) -> None:
+    """Download an official archive into the cache (sha256-checked)."""
+    from nnlab.data.download import fetch
+
+    path = fetch(name)
+    out.print(f"{name}: {path}")
+
+
+@app.command()
+def reproduce(
+    study: Annotated[str, typer.Argument(help="a study name (see --list) or a study TOML file")] = "",
+    budget: Annotated[str, typer.Option(help="quick (a 2-core CPU) | full (the reports' epochs)")] = "quick",
+    data: Annotated[str | None, typer.Option(help="data; default: $NNLAB_DATA, else generated")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="folder for the runs and the report")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override for every variant")] = None,
+    test: Annotated[bool, typer.Option(help="also evaluate on the data's test split")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the studies")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train every variant of a study (skipping finished ones) and write its report."""
+    from nnlab import distributed, studies
+
+    if list_ or not study:
+        for name in studies.study_names():
+            s = studies.load_study(name)
+            out.print(f"{name:<16} {s.task:<11} {len(s.variants)} variants: {s.title}")
+        return
+    if not out_dir:
+        raise NnlabError("--out DIR: required (a folder for the study's runs and report)")
+    loaded = studies.load_study(study)
+    report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
+                               progress=not quiet)
+    if distributed.current().main:
+        out.print(f"report: {report}")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[str], typer.Argument(help="run folders (or a study folder)")],
+    out_dir: Annotated[str, typer.Option("--out", help="folder for report.html and report.md")],
+    title: Annotated[str | None, typer.Option(help="the report's title")] = None,
+) -> None:
+    """Rebuild a comparative report from finished run folders alone, without training."""
+    from nnlab.report import build_report
+
+    paths: list[Path] = []
+    for d in run_dirs:
+        p = Path(d)
+        if (p / "runs").is_dir() and not (p / "config.json").exists():  # a study folder
+            runs = [q for q in (p / "runs").iterdir() if (q / "config.json").is_file()]
+            paths += sorted(runs, key=lambda q: (json.loads((q / "config.json").read_text())
+                                                 .get("created", ""), q.name))  # study order
+        else:
+            paths.append(p)
+    html_path = build_report(paths, Path(out_dir), title or f"nnlab report: {len(paths)} runs",
+                             command=["nnlab", *sys.argv[1:]])
+    out.print(f"report: {html_path}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[str, typer.Option("--out", help="folder for the runs and the reports")] = "runs/demo",
+    data: Annotated[str | None, typer.Option(
+        help="a folder laid out like $NNLAB_DATA (cifar10/, keyphrase/inspec/, sick/), "
+             "or 'generated'")] = None,
+) -> None:
+    """The quick budget of one study per task (images, keyphrases, similarity); three reports."""
+    from nnlab import demo as demo_mod
+
+    index = demo_mod.run_demo(Path(out_dir), data, err)
+    out.print(f"report: {index}")
+
+
+def main() -> None:
+    from nnlab import distributed
+
+    try:
+        if distributed.launched():  # started by torchrun: join the process group first
+            distributed.init()
+        # without standalone mode, typer returns exit codes (130 for Ctrl-C) instead of exiting
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == 130:
+                err.print("interrupted")
+            sys.exit(code)
+    except NnlabError as e:
+        rank = distributed.current().rank
+        err.print(f"{f'rank {rank}: ' if rank else ''}error: {e}", markup=False, highlight=False,
+                  soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.TyperException as e:  # bad flags: one line, not a usage panel
+        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    finally:
+        distributed.shutdown()

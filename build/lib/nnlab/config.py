@@ -1,0 +1,284 @@
+"""Run configuration: dataclasses with defaults, loaded from TOML, overridden by `key=value`.
+
+Precedence, lowest first: dataclass defaults < the model's own recipe (its registry entry)
+< a `--config FILE.toml` < explicit CLI flags (`--epochs`, `--data`) < `--set key=value`.
+The resolved config is written to the run folder, so a run can always be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnlab.errors import NnlabError
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # None: look in $NNLAB_DATA and the download cache
+    val_size: float = 0.1  # < 1: fraction of the training data; >= 1: number of examples
+    split_seed: int = 0  # seed of the validation split; fixed so every variant shares one split
+    augment: str = "none"  # none | crop-flip | keras | airbench (translate 2, alternating flip)
+    tta: str = "none"  # test-time augmentation for final evaluation: none | flip | flip-translate
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    limit: int = 0  # > 0: keep only this many training examples (stratified), for quick runs
+    # -- text (keyphrase, similarity) --
+    embeddings: str = ""  # pretrained word vectors: "glove-6b-50d" or a GloVe-format text file
+    freeze_embeddings: bool = False  # keep the pretrained vectors fixed
+    embedding_words: int = 50_000  # the vectors' most frequent words added to the vocabulary
+    lowercase: bool = True  # lower-case words (GloVe 6B is lower-case); characters keep case
+    min_count: int = 2  # training words seen fewer times become <unk> (unless pretrained)
+    max_word_chars: int = 20  # characters per word for character features
+    # -- keyphrase --
+    tag_scheme: str = "auto"  # the files' scheme: auto | bio | bioes | binary
+    encoding: str = "bio"  # the tags the model predicts: bio | bioes
+    collapse_types: bool = False  # one span type (KEY) for typed data
+    invalid_tags: str = "repair"  # an I-X that opens a span: repair (as conlleval) | error
+    train_unit: str = "sentence"  # train on whole documents or on their sentences | document
+    calibrate_o_bias: bool = True  # after training, pick the decoding offset of O on validation
+    # -- similarity --
+    pair_layout: str = "auto"  # auto | sick | sts | tsv
+    pair_columns: tuple[str, str, str] | None = None  # tsv: sentence A, sentence B, score columns
+    score_range: tuple[float, float] | None = None  # tsv (or an override): the scores' range
+
+
+@dataclass
+class ModelConfig:
+    name: str = ""
+    args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model function
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw | rmsprop | adadelta
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    alpha: float = 0.99  # RMSprop smoothing constant (Keras calls it rho, default 0.9); Adadelta's rho
+    bias_decay: bool = False  # weight decay on 1-d parameters (biases, norm scales) too
+    norm_lr_scale: float = 1.0  # learning-rate factor for normalisation layers' parameters
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # constant | step | cosine | warmup-linear | plateau
+    warmup_epochs: float = 0.0  # linear warm-up, for every schedule except plateau
+    start_lr_ratio: float = 0.0  # warm-up starts at this fraction of lr
+    step_size: int = 30  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    final_lr_ratio: float = 0.0  # cosine / warmup-linear: lr at the end, as a fraction of lr
+    patience: int = 5  # plateau: epochs without improvement before the lr is reduced
+    factor: float = 0.1  # plateau: reduction factor
+    min_lr: float = 0.0  # plateau: lower bound
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    seed: int = 0
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    early_stop_patience: int = 0  # epochs without validation improvement; 0 disables
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    channels_last: str = "auto"  # auto (on CUDA, or with bf16) | on | off
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads; 0 keeps torch's default
+    tensorboard: bool = False
+    log_every: int = 20  # steps between progress-bar updates (each one syncs the device)
+    sync_bn: bool = False  # under torchrun on CUDA: batch-norm statistics over all ranks
+    lookahead: bool = False  # airbench's lookahead-EMA of the weights
+    lookahead_start_epoch: int = 3  # epochs of plain training before it starts
+    lookahead_every: int = 5  # steps between updates
+    lookahead_decay: float = 0.95  # per-step EMA decay, warmed up as (step/total)**3
+
+
+@dataclass
+class RunConfig:
+    task: str = "image"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TASKS = ("image", "keyphrase", "similarity")
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a config from a nested dict (a TOML file or a run folder's config.json)."""
+    cfg = RunConfig()
+    apply_nested(cfg, raw, source)
+    return cfg
+
+
+def apply_nested(cfg: RunConfig, raw: dict[str, Any], source: str) -> None:
+    """Apply every leaf of a nested dict as a dotted override, validating names and types."""
+    for key, value in _flatten(raw):
+        set_value(cfg, key, value, source)
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        # model.args is a free-form dict: its keys are checked against the model's signature later
+        if isinstance(value, dict) and dotted != "model.args":
+            items.extend(_flatten(value, dotted + "."))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise NnlabError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise NnlabError(f"{path}: invalid TOML: {e}") from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse `key=value` from the command line; the value is a Python/TOML-like literal."""
+    if "=" not in text:
+        raise NnlabError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    raw = raw.strip()
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key, raw  # a bare word: a string
+
+
+def set_value(cfg: RunConfig, key: str, value: Any, source: str = "--set") -> None:
+    """Set a dotted key (`optim.lr`, `model.args.dropout`, `model.dropout`) with type checks."""
+    parts = key.split(".")
+    if parts[0] == "model" and len(parts) >= 2 and parts[1] not in ("name", "args"):
+        parts = ["model", "args", *parts[1:]]  # `model.dropout` is short for `model.args.dropout`
+    if parts[:2] == ["model", "args"]:
+        if len(parts) == 2:
+            if not isinstance(value, dict):
+                raise NnlabError(f"{source}: model.args must be a table")
+            cfg.model.args.update(value)
+        else:
+            cfg.model.args[".".join(parts[2:])] = value
+        return
+    obj: Any = cfg
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(obj):
+            raise NnlabError(f"{source}: unknown option {key!r}")
+        names = {f.name: f for f in dataclasses.fields(obj)}
+        if part not in names:
+            known = ", ".join(f"{'.'.join([*parts[:i], n])}" for n in names)
+            raise NnlabError(f"{source}: unknown option {key!r} (known here: {known})")
+        if i == len(parts) - 1:
+            hints = typing.get_type_hints(type(obj))
+            setattr(obj, part, _coerce(value, hints[part], key, source))
+        else:
+            obj = getattr(obj, part)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Convert a parsed value to the field's declared type, or fail with the option's name."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except NnlabError as e:
+                errors.append(str(e))
+        raise NnlabError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise NnlabError(f"{source}: {key} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(value) != len(args):
+            raise NnlabError(f"{source}: {key} must have {len(args)} items, got {value!r}")
+        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise NnlabError(f"{source}: {key} must be a table, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise NnlabError(f"{source}: {key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise NnlabError(f"{source}: {key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise NnlabError(f"{source}: {key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise NnlabError(f"{source}: {key} must be a string, got {value!r}")
+    return value
+
+
+def check_choices(cfg: RunConfig) -> None:
+    """Reject misspelt choices early, before any data is read or any file written."""
+    choices = {
+        "task": (cfg.task, TASKS),
+        "data.augment": (cfg.data.augment, ("none", "crop-flip", "keras", "airbench")),
+        "data.tta": (cfg.data.tta, ("none", "flip", "flip-translate")),
+        "optim.name": (cfg.optim.name, ("sgd", "adam", "adamw", "rmsprop", "adadelta")),
+        "schedule.name": (
+            cfg.schedule.name,
+            ("constant", "step", "cosine", "warmup-linear", "plateau"),
+        ),
+        "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "bio", "bioes", "binary")),
+        "data.encoding": (cfg.data.encoding, ("bio", "bioes")),
+        "data.invalid_tags": (cfg.data.invalid_tags, ("repair", "error")),
+        "data.train_unit": (cfg.data.train_unit, ("sentence", "document")),
+        "data.pair_layout": (cfg.data.pair_layout, ("auto", "sick", "sts", "tsv")),
+        "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
+        "train.channels_last": (cfg.train.channels_last, ("auto", "on", "off")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise NnlabError(f"{key}: unknown value {value!r} (choose from {', '.join(allowed)})")
+    positive = {
+        "train.epochs": cfg.train.epochs,
+        "data.batch_size": cfg.data.batch_size,
+        "data.eval_batch_size": cfg.data.eval_batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise NnlabError(f"{key}: must be at least 1, got {value}")
+    if cfg.optim.lr <= 0:
+        raise NnlabError(f"optim.lr: must be positive, got {cfg.optim.lr}")
+    if not 0 <= cfg.train.label_smoothing < 1:
+        raise NnlabError(f"train.label_smoothing: must be in [0, 1), got {cfg.train.label_smoothing}")
+    if cfg.data.val_size <= 0:
+        raise NnlabError(f"data.val_size: must be positive, got {cfg.data.val_size}")

@@ -1,0 +1,1 @@
+"""Data formats: files in, tensors out. Nothing here knows about models or training."""

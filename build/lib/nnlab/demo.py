@@ -1,0 +1,69 @@
+"""`nnlab demo`: the quick budget of one study per task, and an index page of the three reports.
+
+Each task uses its real data when found (a `--data` root laid out like `$NNLAB_DATA`:
+`cifar10/`, `keyphrase/inspec/`, `sick/`; else `$NNLAB_DATA`; else the download cache),
+otherwise the built-in generated data of that task, and says which. Studies skip finished
+variants and resume interrupted ones, so a rerun continues where it stopped. Sized for
+2 CPU cores: a few minutes on the generated data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from nnlab.data.images import GENERATED
+from nnlab.data.locate import TASK_FOLDERS
+from nnlab.errors import NnlabError
+from nnlab.runs import atomic_write_text
+from nnlab.studies import data_label, load_study, run_study
+
+DEMO_STUDIES = ("image-report-b", "keyphrase", "similarity")
+
+
+def _data_for(task: str, root: str | None) -> str | None:
+    """A task's data below a --data root (GENERATED forces the generated data)."""
+    if root is None or root == GENERATED:
+        return root
+    if not Path(root).is_dir():
+        raise NnlabError(f"--data {root}: no such folder (a folder holding cifar10/, "
+                         "keyphrase/inspec/, sick/, or 'generated')")
+    for name in TASK_FOLDERS[task]:
+        if (Path(root) / name).exists():
+            return str(Path(root) / name)
+    return GENERATED
+
+
+def run_demo(out: Path, data: str | None, console: Console, budget: str = "quick") -> Path:
+    reports = []
+    for name in DEMO_STUDIES:
+        study = load_study(name)
+        console.rule(f"[bold]study {name}")
+        report = run_study(study, budget, _data_for(study.task, data), out / name, console)
+        reports.append((study, report))
+    return _index(out, reports)
+
+
+def _index(out: Path, reports: list) -> Path:
+    """One page linking the studies' reports, with each one's best variant."""
+    items, md = [], ["# nnlab demo", ""]
+    for study, report in reports:
+        meta = json.loads((report.parent / "study.json").read_text())
+        best = (report.parent / "report.md").read_text().splitlines()[2]
+        rel = os.path.relpath(report, out)
+        data = data_label(meta["data"])
+        items.append(f"<li><a href=\"{html.escape(rel)}\">{html.escape(study.title)}</a>"
+                     f"<br><span>{html.escape(best)} Data: {html.escape(data)}.</span></li>")
+        md.append(f"- [{study.title}]({os.path.relpath(report.with_suffix('.md'), out)}): "
+                  f"{best} Data: {data}.")
+    page = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>nnlab demo</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;"
+            "padding:0 1em;line-height:1.5}li{margin:.8em 0}span{color:#555}</style></head>"
+            f"<body><h1>nnlab demo</h1><ul>{''.join(items)}</ul></body></html>\n")
+    atomic_write_text(out / "index.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "index.html", page)
+    return out / "index.html"

@@ -1,0 +1,150 @@
+"""Data-parallel training on PyTorch's own engine: torchrun + DistributedDataParallel.
+
+`torchrun --nproc_per_node N -m nnlab train ...` starts N processes with RANK, WORLD_SIZE and
+LOCAL_RANK set; `init()` joins them into one process group (nccl on CUDA, gloo on CPU).
+Every rank builds the same global batch from the same per-epoch permutation and keeps its
+own slice of it (`shard`), so a run with global batch B on N processes takes the steps a
+single process with batch B takes: DDP averages the ranks' gradients, and `scale_loss`
+weights each rank's loss by its share of the batch's examples, which keeps the average exact
+when slices differ in size (losses are means over examples: images, sentences, pairs).
+Rank 0 alone writes the run folder. Per-epoch validation of images is split between the
+ranks and its sums reduced; text tasks (span F1 over an O-offset sweep, Pearson r) validate
+on every rank. Either way rank 0's figures are
+then broadcast, so all ranks take the same decisions (best epoch, plateau steps, early stop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nnlab.errors import NnlabError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Dist()
+_current = SINGLE
+_global_batch: int | None = None  # examples in the global batch last sharded
+
+
+def current() -> Dist:
+    return _current
+
+
+def launched() -> bool:
+    """True in a process started by torchrun (or any launcher setting WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: str = "auto") -> Dist:
+    """Join the process group torchrun describes; a no-op in a single process."""
+    global _current
+    if not launched():
+        return SINGLE
+    if dist.is_initialized():
+        return _current
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(local)  # "cuda" then means this rank's own GPU
+    dist.init_process_group("nccl" if cuda else "gloo")
+    _current = Dist(rank, world, local)
+    return _current
+
+
+def shutdown() -> None:
+    global _current
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _current = SINGLE
+
+
+def shard(idx: Any) -> Any:
+    """This rank's slice of a global batch of indices (a list or a 1-d tensor): every
+    world-th element from the rank's own offset, so slices differ in size by at most one.
+
+    Every rank must step, so a last batch smaller than the world lends its first examples
+    again to the ranks it cannot feed (they then count twice in that one step). Remembers
+    how many examples all ranks hold together, for `scale_loss`."""
+    global _global_batch
+    d = _current
+    if not d.enabled:
+        return idx
+    _global_batch = max(len(idx), d.world)
+    return idx[d.rank % len(idx) :: d.world] if d.rank >= len(idx) else idx[d.rank :: d.world]
+
+
+def scale_loss(loss: torch.Tensor, count: int) -> torch.Tensor:
+    """Weight a rank's mean loss so that DDP's gradient average is the global batch mean.
+
+    `count` is the number of examples the loss is a mean over on this rank, and the global
+    count is what the last `shard` call handed out in all: no communication per step. The
+    rank's loss is multiplied by world * count / global.
+    """
+    d = _current
+    if not d.enabled:
+        return loss
+    if _global_batch is None:
+        raise RuntimeError("scale_loss before shard: the task's batches must come from shard()")
+    return loss * (d.world * count / _global_batch)
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's value of `obj` on every rank."""
+    if not _current.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sums over all ranks of a few numbers (float64, so counts stay exact)."""
+    if not _current.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if _current.enabled:
+        dist.barrier()
+
+
+def check_agreement(what: dict[str, Any]) -> None:
+    """Fail on every rank, naming the field, when ranks disagree on config or data."""
+    d = _current
+    if not d.enabled:
+        return
+    digests = {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
+               for k, v in what.items()}
+    gathered: list[dict[str, str] | None] = [None] * d.world
+    dist.all_gather_object(gathered, digests)
+    for key in digests:
+        values = {g[key] for g in gathered if g is not None}
+        if len(values) > 1:
+            ranks = [r for r, g in enumerate(gathered) if g and g[key] != gathered[0][key]]  # type: ignore[index]
+            raise NnlabError(f"ranks disagree on the {key} (ranks {ranks} differ from rank 0): "
+                             "every rank must run the same command on the same data")

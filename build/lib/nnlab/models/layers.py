@@ -1,0 +1,34 @@
+"""Small building blocks shared by the image models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, batch_norm: bool = True) -> nn.Sequential:
+    """3x3 'same' convolution, optional batch norm, ReLU (bias only without batch norm)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=not batch_norm)
+    ]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def flat_features(features: nn.Module, in_channels: int, image_size: tuple[int, int]) -> int:
+    """Number of features `features` produces for one image: sizes the first dense layer."""
+    with torch.no_grad():
+        out = features(torch.zeros(1, in_channels, *image_size))
+    return out.numel()
+
+
+def check_image_size(name: str, image_size: tuple[int, int], minimum: int) -> None:
+    from nnlab.errors import NnlabError
+
+    if min(image_size) < minimum:
+        raise NnlabError(
+            f"model {name}: images of {image_size[1]}x{image_size[0]} are too small "
+            f"(needs at least {minimum}x{minimum})"
+        )

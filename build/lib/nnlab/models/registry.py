@@ -1,0 +1,87 @@
+"""Models are plain functions registered by name (as in timm), so configs name them by string.
+
+Each entry also carries the model's *recipe*: the training settings its source used
+(optimiser, learning rate, batch size, epochs), applied as config defaults before the
+user's own config and `--set` overrides.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from nnlab.errors import NnlabError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str
+    fn: Callable[..., nn.Module]
+    description: str
+    recipe: dict[str, Any] = field(default_factory=dict)  # dotted config keys -> values
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, task: str, description: str, recipe: dict[str, Any] | None = None):
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, task, fn, description, dict(recipe or {}))
+        return fn
+
+    return wrap
+
+
+def get(name: str, task: str | None = None) -> ModelEntry:
+    entry = _REGISTRY.get(name)
+    if entry is None or (task is not None and entry.task != task):
+        known = names(task)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+        where = f" for task {task!r}" if task else ""
+        raise NnlabError(f"--model {name}: unknown model{where}{hint}")
+    return entry
+
+
+def names(task: str | None = None) -> list[str]:
+    return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
+
+
+def options(name: str, fixed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The model's keyword options and their defaults, except those the task supplies."""
+    sig = inspect.signature(get(name).fn)
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.name not in fixed and p.default is not inspect.Parameter.empty
+    }
+
+
+def create(name: str, task: str, args: dict[str, Any], **supplied: Any) -> nn.Module:
+    """Build a model; `args` are user options (checked by name), `supplied` come from data."""
+    entry = get(name, task)
+    allowed = options(name, tuple(supplied))
+    for key, value in args.items():
+        if key not in allowed:
+            known = ", ".join(f"model.{k}" for k in allowed) or "none"
+            raise NnlabError(f"model.{key}: unknown option for {name} (options: {known})")
+        default = allowed[key]
+        if isinstance(default, tuple) and isinstance(value, list):
+            args = {**args, key: tuple(value)}  # TOML and --set write sequences as lists
+            value = args[key]
+        if default is not None and not isinstance(value, type(default)) and not (
+            isinstance(default, float | tuple) and isinstance(value, int | float)
+            and not isinstance(value, bool)  # a number for a per-layer tuple: every layer
+        ):
+            raise NnlabError(
+                f"model.{key}: expected {type(default).__name__} for {name}, got {value!r}"
+            )
+    return entry.fn(**supplied, **args)

@@ -1,0 +1,340 @@
+"""Study suites: the variants of one comparison, trained alike and reported side by side.
+
+A study is a TOML file in `experiments/studies/` listing variants, each a run config in
+`experiments/<task>/` plus optional overrides per budget, and (for similarity) untrained
+baselines. `quick` fits a 2-core CPU; `full` keeps every variant's own recipe (the reports'
+epochs, for a GPU). Every variant gets the same data, split and seed, so differences in the
+table come from the variants alone.
+
+`run_study` trains each variant into OUT/runs/<variant>, skips finished ones and resumes
+interrupted ones (a rerun continues the study), then writes OUT/report.html and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from nnlab import distributed
+from nnlab.data.images import GENERATED
+from nnlab.data.locate import find_data
+from nnlab.errors import NnlabError
+from nnlab.runs import RunDir, atomic_write_json
+
+BUDGETS = ("quick", "full")
+BASELINES = ("glove-cosine", "minilm-cosine")
+STUDY_FILE = "study.json"  # in the study's output folder: what it was started with
+VARIANT_FILE = "variant.json"  # in each run folder: its name and quoted figure in the study
+
+
+@dataclass
+class Variant:
+    name: str
+    config: Path  # the variant's run config (TOML)
+    quoted: str = ""  # a published figure for this variant, quoted (not ours)
+    budgets: dict[str, list[str]] = field(default_factory=dict)  # budget -> extra --set overrides
+
+    @property
+    def folder(self) -> str:
+        return slug(self.name)
+
+
+@dataclass
+class Baseline:
+    name: str
+    kind: str  # glove-cosine | minilm-cosine
+
+    @property
+    def folder(self) -> str:
+        return slug(self.name)
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    title: str
+    task: str
+    notes: list[str]
+    budgets: dict[str, list[str]]  # budget -> --set overrides for every variant
+    variants: list[Variant]
+    baselines: list[Baseline]
+
+    def overrides(self, variant: Variant, budget: str) -> list[str]:
+        return [*self.budgets.get(budget, []), *variant.budgets.get(budget, [])]
+
+
+def slug(name: str) -> str:
+    """A folder name for a variant name: "cnn + dropout" -> "cnn-dropout"."""
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "variant"
+
+
+def experiments_roots() -> list[Path]:
+    """Where studies are looked up: ./experiments (a user's own), then the ones shipped in
+    the package (the repository's top-level experiments/ links to them)."""
+    roots = [Path.cwd() / "experiments", Path(__file__).resolve().parent / "experiments"]
+    roots = [r.resolve() for r in roots if r.is_dir()]
+    return [r for i, r in enumerate(roots) if r not in roots[:i]]
+
+
+def study_names() -> list[str]:
+    return sorted({p.stem for root in experiments_roots() for p in (root / "studies").glob("*.toml")})
+
+
+def find_study(name: str) -> Path:
+    path = Path(name)
+    if path.suffix == ".toml" or path.is_file():
+        if not path.is_file():
+            raise NnlabError(f"{name}: no such study file")
+        return path
+    for root in experiments_roots():
+        candidate = root / "studies" / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    raise NnlabError(f"study {name!r}: unknown (studies: {', '.join(study_names()) or 'none found'})")
+
+
+def load_study(name: str) -> Study:
+    """Read and check a study file; every variant config must exist and resolve."""
+    path = find_study(name)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise NnlabError(f"{path}: not valid TOML ({e})") from None
+
+    def need(table: dict, key: str, where: str, kind: type = str) -> Any:
+        if key not in table:
+            raise NnlabError(f"{path}: {where} has no `{key}`")
+        if not isinstance(table[key], kind):
+            raise NnlabError(f"{path}: {where}.{key} must be a {kind.__name__}")
+        return table[key]
+
+    def overrides(table: dict, where: str) -> dict[str, list[str]]:
+        out = {}
+        for budget in BUDGETS:
+            sets = table.get(budget, [])
+            if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+                raise NnlabError(f"{path}: {where}.{budget} must be a list of key=value strings")
+            out[budget] = sets
+        return out
+
+    task = need(raw, "task", "the study")
+    from nnlab.experiment import TASKS
+
+    if task not in TASKS:
+        raise NnlabError(f"{path}: task {task!r} unknown (choose from {', '.join(TASKS)})")
+    variants = []
+    for i, v in enumerate(raw.get("variants", [])):
+        where = f"variants[{i}]"
+        config = path.parent.parent / need(v, "config", where)
+        if not config.is_file():
+            raise NnlabError(f"{path}: {where}.config: no such file {config}")
+        variants.append(Variant(need(v, "name", where), config, v.get("quoted", ""),
+                                overrides(v, where)))
+    baselines = []
+    for i, b in enumerate(raw.get("baselines", [])):
+        kind = need(b, "kind", f"baselines[{i}]")
+        if kind not in BASELINES:
+            raise NnlabError(f"{path}: baselines[{i}].kind {kind!r} unknown ({', '.join(BASELINES)})")
+        if task != "similarity":
+            raise NnlabError(f"{path}: baselines exist for the similarity task only")
+        baselines.append(Baseline(need(b, "name", f"baselines[{i}]"), kind))
+    if not variants:
+        raise NnlabError(f"{path}: no [[variants]]")
+    folders = [v.folder for v in variants] + [b.folder for b in baselines]
+    if len(set(folders)) != len(folders):
+        raise NnlabError(f"{path}: two variants share a name (folders {folders})")
+    return Study(path.stem, path, raw.get("title", path.stem), task, list(raw.get("notes", [])),
+                 overrides(raw.get("budgets", {}), "budgets"), variants, baselines)
+
+
+def resolve_data(task: str, data: str | None, console: Console) -> str:
+    """The study's data: --data, $NNLAB_DATA, the download cache, else the generated set."""
+    found = find_data(task, data)
+    if found is None:
+        console.print(f"[yellow]No {task} data found (no --data, nothing in $NNLAB_DATA or the "
+                      f"download cache): using the built-in generated {task} data.[/]")
+        found = find_data(task, GENERATED)
+    assert found is not None
+    return found
+
+
+def run_study(study: Study, budget: str, data: str | None, out: Path, console: Console,
+              sets: list[str] | None = None, test: bool = False, progress: bool = True) -> Path:
+    """Train (or resume, or skip) every variant, run the baselines, write the report."""
+    from nnlab.experiment import resolve_config, resume_run, train_run
+    from nnlab.report import build_report
+
+    if budget not in BUDGETS:
+        raise NnlabError(f"--budget {budget}: unknown (choose from {', '.join(BUDGETS)})")
+    sets = list(sets or [])
+    found = resolve_data(study.task, data, console)
+    # every config is checked before anything is trained: a typo fails now, not after an hour
+    configs = {v.folder: resolve_config(study.task, None, str(v.config), data=found,
+                                        sets=[*study.overrides(v, budget), *sets])
+               for v in study.variants}
+    main = distributed.current().main  # under torchrun, rank 0 alone writes
+    if main:
+        _claim_folder(out, study, budget, found, sets)
+    distributed.barrier()
+    console.print(f"[bold]{study.title}[/]: {len(study.variants)} variants, budget {budget}, "
+                  f"data {found}")
+    paths = []
+    for v in study.variants:
+        path = out / "runs" / v.folder
+        paths.append(path)
+        state = None
+        if main:  # rank 0 sees the study folder; the others follow its reading
+            state = ("finished" if path.is_dir() and RunDir(path).finished
+                     else "resume" if (path / "last.pt").is_file() else "new")
+            if state == "new" and path.exists():  # started, but no epoch finished: start again
+                shutil.rmtree(path)
+        state = distributed.broadcast(state)
+        if state == "finished":
+            console.print(f"[dim]{v.name}: already finished, skipped[/]")
+        else:
+            console.rule(v.name)
+            if state == "resume":
+                resume_run(path, console, progress)
+            else:
+                train_run(configs[v.folder], path, console, progress=progress)
+        if not main:
+            continue
+        atomic_write_json(path / VARIANT_FILE, {
+            "study": study.name, "variant": v.name, "quoted": v.quoted, "budget": budget,
+            "config_file": str(v.config), "overrides": [*study.overrides(v, budget), *sets]})
+    if not main:
+        return out / "report.html"
+    notes = list(study.notes)
+    for b in study.baselines:
+        path = out / "runs" / b.folder
+        if not (path.is_dir() and RunDir(path).finished):
+            try:
+                run_baseline(b, found, path, console)
+            except NnlabError as e:
+                console.print(f"[yellow]{b.name}: skipped ({e})[/]")
+                notes.append(f"Baseline {b.name!r} skipped: {e}.")
+                continue
+        paths.append(path)
+    if test:
+        _evaluate_test(paths, console, notes)
+    notes.append(_budget_note(study, budget, found))
+    report = build_report(paths, out, title=study.title, notes=notes,
+                          command=["nnlab", *sys.argv[1:]] if sys.argv else None)
+    return report
+
+
+def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[str]) -> None:
+    """A study folder holds one study at one budget on one data set: a rerun must match."""
+    meta = {"study": study.name, "budget": budget, "data": data, "sets": sets}
+    file = out / STUDY_FILE
+    if file.is_file():
+        saved = json.loads(file.read_text())
+        differs = [k for k in meta if saved.get(k) != meta[k]]
+        if differs:
+            raise NnlabError(f"{out}: holds study {saved.get('study')!r} (budget "
+                             f"{saved.get('budget')}, data {saved.get('data')}, sets "
+                             f"{saved.get('sets')}); this run differs in {', '.join(differs)}: "
+                             "pass another --out")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise NnlabError(f"{out}: folder exists, is not empty and holds no study: pass another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(file, meta | {"started": datetime.now(UTC).isoformat(timespec="seconds"),
+                                    "command": ["nnlab", *sys.argv[1:]]})
+
+
+def data_label(data: str) -> str:
+    return "the built-in generated data" if "/generated/" in data or data == GENERATED else data
+
+
+def _budget_note(study: Study, budget: str, data: str) -> str:
+    what = data_label(data)
+    common = ", ".join(study.budgets.get(budget, [])) or "none"
+    extra = "; ".join(f"{v.name}: {', '.join(v.budgets[budget])}"
+                      for v in study.variants if v.budgets.get(budget))
+    return (f"Budget {budget} on {what}. Overrides for every variant: {common}"
+            + (f"; per variant: {extra}." if extra else "."))
+
+
+def _evaluate_test(paths: list[Path], console: Console, notes: list[str]) -> None:
+    """Each finished run's best weights on the data's test split, into eval/test.json.
+
+    Only reported: nothing (epoch, offset, variant) is chosen on it.
+    """
+    from nnlab.experiment import evaluate_run
+
+    for path in paths:
+        if (path / "eval" / "test.json").is_file() or _is_baseline(path):
+            continue
+        try:
+            result = evaluate_run(path, split="test")
+        except NnlabError as e:
+            console.print(f"[yellow]test split: {e}[/]")
+            notes.append(f"No test figures: {e}.")
+            return
+        atomic_write_json(path / "eval" / "test.json",
+              {k: v for k, v in result.items() if k not in ("confusion", "predictions", "gold")})
+
+
+def _is_baseline(path: Path) -> bool:
+    summary = path / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("kind") == "baseline"
+
+
+def run_baseline(b: Baseline, data: str, path: Path, console: Console) -> None:
+    """Score an untrained baseline on the study's validation pairs, as a run folder."""
+    import platform
+
+    import torch
+
+    import nnlab
+    from nnlab import plots
+    from nnlab.experiment import resolve_config
+    from nnlab.tasks.similarity import load_pairs
+    from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
+
+    cfg = resolve_config("similarity", "lstm", data=data)  # the same data options and split
+    source = load_pairs(data, cfg)
+    console.rule(b.name)
+    start = time.perf_counter()
+    result = (glove_cosine if b.kind == "glove-cosine" else minilm_cosine)(source.val)
+    seconds = time.perf_counter() - start
+    metrics = {k: v for k, v in result.items() if k not in ("predictions", "gold")}
+    metrics["loss"] = metrics["mse"]
+    cfg_dict = cfg.to_dict()
+    cfg_dict["model"] = {"name": b.kind, "args": {}}
+    info = {"data": {"path": source.path, "format": source.format,
+                     "fingerprint": source.fingerprint, "train_examples": len(source.train),
+                     "val_examples": len(source.val)}}
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run = RunDir.create(tmp)
+    run.write_config({"config": cfg_dict, "task_info": info, "baseline": b.kind,
+                      "command": ["nnlab", *sys.argv[1:]],
+                      "created": datetime.now(UTC).isoformat(timespec="seconds")})
+    atomic_write_json(tmp / "eval" / "val.json", result)
+    plots.scatter(result["predictions"], result["gold"], run.plots / "scatter_val.png",
+                  title=f"{b.name}: validation (Pearson r {metrics['pearson']:.3f})")
+    run.write_summary({
+        "task": "similarity", "model": b.kind, "kind": "baseline", "main_metric": "pearson",
+        "best_epoch": None, "epochs_run": 0, "train_seconds": 0.0, "eval_seconds": seconds,
+        "pairs_per_s": None, "parameters": 0, "device": "cpu", "precision": "fp32",
+        "versions": {"nnlab": nnlab.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "host": {"cpu_threads": torch.get_num_threads(), "machine": platform.machine(), "cuda": None},
+        "val": metrics})
+    atomic_write_json(tmp / VARIANT_FILE, {"variant": b.name, "quoted": "", "baseline": b.kind})
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    console.print(f"{b.name}: validation Pearson r {metrics['pearson']:.4f} ({seconds:.1f} s)")
