@@ -111,6 +111,12 @@ def test_text_tasks_train_under_two_processes(tmp_path, task, model, sets):
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)
+    # validation split between the ranks, predictions gathered: the whole split's figures
+    metric = "val_span_f1" if task == "keyphrase" else "val_pearson"
+    one, two = (json.loads((tmp_path / r / "metrics.jsonl").read_text().splitlines()[-1])
+                for r in ("one", "two"))
+    assert one[metric] > 0.1 and abs(one[metric] - two[metric]) < 1e-3
+    assert abs(one["val_loss"] - two["val_loss"]) < 1e-3
 
 
 def test_killed_ddp_run_resumes_to_the_same_weights(tmp_path, cifar):

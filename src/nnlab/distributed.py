@@ -7,17 +7,19 @@ own slice of it (`shard`), so a run with global batch B on N processes takes the
 single process with batch B takes: DDP averages the ranks' gradients, and `scale_loss`
 weights each rank's loss by its share of the batch's examples, which keeps the average exact
 when slices differ in size (losses are means over examples: images, sentences, pairs).
-Rank 0 alone writes the run folder. Per-epoch validation of images is split between the
-ranks and its sums reduced; text tasks (span F1 over an O-offset sweep, Pearson r) validate
-on every rank. Either way rank 0's figures are
-then broadcast, so all ranks take the same decisions (best epoch, plateau steps, early stop).
+Rank 0 alone writes the run folder. Per-epoch validation is split between the ranks: image
+sums are all-reduced, text predictions gathered (span F1 over an O-offset sweep and Pearson r
+need all of them). Rank 0's figures are then broadcast, so all ranks take the same decisions
+(best epoch, plateau steps, early stop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,18 @@ _global_batch: int | None = None  # examples in the global batch last sharded
 
 def current() -> Dist:
     return _current
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Rank 0's work after training (final evaluation, plots, reports) runs as a single
+    process: no collective may wait on ranks that have already finished."""
+    global _current
+    saved, _current = _current, SINGLE
+    try:
+        yield
+    finally:
+        _current = saved
 
 
 def launched() -> bool:
@@ -126,6 +140,26 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def gather_in_order(n: int, idx: list[int], items: list[Any]) -> list[Any]:
+    """Every rank's `items` (one per index in its `idx`) put together in index order 0..n-1,
+    on every rank: per-epoch validation split between ranks, scored on the whole split."""
+    if not _current.enabled:
+        return items
+    parts: list[tuple[list[int], list[Any]] | None] = [None] * _current.world
+    dist.all_gather_object(parts, (idx, items))
+    out: list[Any] = [None] * n
+    for part in parts:
+        assert part is not None
+        for i, item in zip(*part, strict=True):
+            out[i] = item
+    return out
+
+
+def my_indices(n: int) -> list[int]:
+    """This rank's share of n evaluation items (every world-th, from its own offset)."""
+    return list(range(_current.rank, n, _current.world))
 
 
 def barrier() -> None:

@@ -153,6 +153,13 @@ def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> di
     summary = trainer.fit()
     if not distributed.current().main:
         return summary  # rank 0 evaluates the best weights and writes the results
+    with distributed.alone():
+        return _finish(trainer, task, run, console, summary)
+
+
+def _finish(trainer: Trainer, task, run: RunDir, console: Console, summary: dict[str, Any]
+            ) -> dict[str, Any]:
+    """Rank 0 alone (or the only process): the best weights' final evaluation and files."""
     # the figures that matter are those of the best weights, not of the last epoch
     trainer.model.load_state_dict(run.load_best())
     finalize = getattr(task, "finalize", None)

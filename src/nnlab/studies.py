@@ -227,7 +227,8 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
                 continue
         paths.append(path)
     if test:
-        _evaluate_test(paths, console, notes)
+        with distributed.alone():
+            _evaluate_test(paths, console, notes)
     notes.append(_budget_note(study, budget, found))
     report = build_report(paths, out, title=study.title, notes=notes,
                           command=["nnlab", *sys.argv[1:]] if sys.argv else None)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnlab import models
+from nnlab import distributed, models
 from nnlab.config import RunConfig
 from nnlab.data.conll import (
     TaggedText,
@@ -95,6 +95,10 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.words)
+
+    def subset(self, idx: list[int]) -> Encoded:
+        return Encoded(*([getattr(self, f)[i] for i in idx]
+                         for f in ("words", "chars", "tags", "spans", "lengths")))
 
 
 def encode_chars(tokens: list[str], chars: Vocab, max_chars: int,
@@ -288,8 +292,17 @@ class KeyphraseTask:
         evaluation uses the offset fixed in the model."""
         biases = O_BIASES if (self.cfg.data.calibrate_o_bias and split == "val"
                               and not detailed) else (None,)
-        return evaluate_tagger(model, self.split_data(split), self._info, self.runtime,
-                               self.cfg.data.eval_batch_size, detailed, biases)
+        enc = self.split_data(split)
+        predicted = None
+        if distributed.current().enabled and not detailed:  # each rank decodes its share
+            idx = distributed.my_indices(len(enc))
+            preds, loss_sum = predict_tags(model, enc.subset(idx), self.runtime,
+                                           self.cfg.data.eval_batch_size, biases)
+            per_seq = distributed.gather_in_order(len(enc), idx, list(zip(*preds, strict=True)))
+            (loss_sum,) = distributed.all_sum([loss_sum], self.runtime.device)
+            predicted = ([list(p) for p in zip(*per_seq, strict=True)], loss_sum)
+        return evaluate_tagger(model, enc, self._info, self.runtime,
+                               self.cfg.data.eval_batch_size, detailed, biases, predicted)
 
 
 @torch.inference_mode()
@@ -322,13 +335,15 @@ def predict_tags(model: nn.Module, enc: Encoded, runtime: Runtime, batch_size: i
 
 def evaluate_tagger(model: nn.Module, enc: Encoded, info: dict[str, Any], runtime: Runtime,
                     batch_size: int, detailed: bool = False,
-                    o_biases: tuple[float | None, ...] = (None,)) -> dict:
+                    o_biases: tuple[float | None, ...] = (None,),
+                    predicted: tuple[list[list[torch.Tensor]], float] | None = None) -> dict:
     """Span P/R/F1 (exact match), token accuracy and token-level keyword F1, and the loss
     (negative log-likelihood or cross-entropy per token).
 
     With several `o_biases`, the metrics are those of the offset with the best span F1,
-    which is returned as `o_bias` (how the offset is chosen on validation data)."""
-    all_preds, loss_sum = predict_tags(model, enc, runtime, batch_size, o_biases)
+    which is returned as `o_bias` (how the offset is chosen on validation data).
+    `predicted`: predict_tags' output when it was already computed (split between ranks)."""
+    all_preds, loss_sum = predicted or predict_tags(model, enc, runtime, batch_size, o_biases)
     tags = info["tags"]
     best = None
     for preds, bias in zip(all_preds, o_biases, strict=True):

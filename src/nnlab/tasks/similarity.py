@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from nnlab import models
+from nnlab import distributed, models
 from nnlab.config import RunConfig
 from nnlab.data.pairs import PairData, find_pair_files, read_pairs
 from nnlab.data.split import holdout
@@ -86,6 +86,9 @@ class EncodedPairs:
 
     def __len__(self) -> int:
         return len(self.a)
+
+    def subset(self, idx: list[int]) -> EncodedPairs:
+        return EncodedPairs([self.a[i] for i in idx], [self.b[i] for i in idx], self.scores[idx])
 
 
 def encode_pairs(data: PairData, info: dict[str, Any]) -> EncodedPairs:
@@ -217,7 +220,12 @@ def predict_scores(model: nn.Module, enc: EncodedPairs, runtime: Runtime, batch_
 def evaluate_pairs(model: nn.Module, enc: EncodedPairs, runtime: Runtime, batch_size: int,
                    detailed: bool = False) -> dict:
     """MSE (also the loss), Pearson r and Spearman rho; with `detailed`, the predictions."""
-    pred = predict_scores(model, enc, runtime, batch_size)
+    if distributed.current().enabled and not detailed:  # each rank scores its share
+        idx = distributed.my_indices(len(enc))
+        part = predict_scores(model, enc.subset(idx), runtime, batch_size).tolist()
+        pred = torch.tensor(distributed.gather_in_order(len(enc), idx, part))  # (N,)
+    else:
+        pred = predict_scores(model, enc, runtime, batch_size)
     result: dict[str, Any] = correlations(pred, enc.scores)
     result["loss"] = result["mse"]
     result["n"] = len(enc)
