@@ -1,1 +1,0 @@
-"""Data formats: files in, tensors out. Nothing here knows about models or training."""
