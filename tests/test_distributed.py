@@ -67,6 +67,16 @@ def _spawnable(result: subprocess.CompletedProcess) -> None:
         pytest.skip("processes cannot open loopback sockets here")
 
 
+def _one_and_two_processes(args: list[str], tmp_path: Path) -> tuple[dict, dict]:
+    """Train `args` into tmp/one (1 process) and tmp/two (2 ranks); both runs' last weights."""
+    single = _train([*args, "--out", str(tmp_path / "one")], tmp_path)
+    assert single.returncode == 0, single.stderr
+    double = _train([*args, "--out", str(tmp_path / "two")], tmp_path, procs=2)
+    _spawnable(double)
+    assert double.returncode == 0, double.stderr
+    return _weights(tmp_path / "one"), _weights(tmp_path / "two")
+
+
 @pytest.fixture
 def cifar(tmp_path) -> Path:
     # 2 x 100 images: 180 train / 20 validation; batches of 32 (the last has 20: 10 per rank)
@@ -75,12 +85,7 @@ def cifar(tmp_path) -> Path:
 
 def test_two_processes_take_the_steps_of_one(tmp_path, cifar):
     base = ["image", "--model", "cnn", "--data", str(cifar), "--epochs", "2", *COMMON]
-    single = _train([*base, "--out", str(tmp_path / "one")], tmp_path)
-    assert single.returncode == 0, single.stderr
-    double = _train([*base, "--out", str(tmp_path / "two")], tmp_path, procs=2)
-    _spawnable(double)
-    assert double.returncode == 0, double.stderr
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    a, b = _one_and_two_processes(base, tmp_path)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
@@ -103,12 +108,7 @@ def test_text_tasks_train_under_two_processes(tmp_path, task, model, sets):
     args = [task, "--model", model, "--data", "generated", "--epochs", "1",
             "--set", "data.batch_size=64", "--set", "train.threads=1", "--quiet",
             *[x for s in sets for x in ("--set", s)]]  # no dropout: ranks draw their own masks
-    single = _train([*args, "--out", str(tmp_path / "one")], tmp_path)
-    assert single.returncode == 0, single.stderr
-    double = _train([*args, "--out", str(tmp_path / "two")], tmp_path, procs=2)
-    _spawnable(double)
-    assert double.returncode == 0, double.stderr
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    a, b = _one_and_two_processes(args, tmp_path)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)
     # validation split between the ranks, predictions gathered: the whole split's figures

@@ -88,10 +88,8 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
         cfg.data.path = require_data(cfg.task, cfg.data.path)
     runtime = make_runtime(cfg.train)
     task = TASKS[cfg.task](cfg, runtime, source=source)
-    _check_ranks_agree(cfg, task.info())
     run = RunDir(out)
-    console = console if d.main else Console(quiet=True)
-    trainer = Trainer(task, cfg, runtime, run, console=console, progress=progress)
+    trainer, console = _trainer(cfg, task, runtime, run, console, progress)
     if d.main:
         RunDir.create(out)  # only now, with data and model known good
         run.write_config({
@@ -115,18 +113,20 @@ def resume_run(out: str | Path, console: Console, progress: bool = True) -> dict
     runtime = make_runtime(cfg.train)
     task = TASKS[cfg.task](cfg, runtime)
     _check_same_data(task.info(), saved["task_info"], run)
-    _check_ranks_agree(cfg, task.info())
-    console = console if d.main else Console(quiet=True)
-    trainer = Trainer(task, cfg, runtime, run, console=console, progress=progress)
+    trainer, console = _trainer(cfg, task, runtime, run, console, progress)
     trainer.restore()
     return _fit_and_finish(trainer, task, run, console)
 
 
-def _check_ranks_agree(cfg: RunConfig, info: dict[str, Any]) -> None:
-    """Under torchrun: the same config (but the data's local path) and the same data bytes."""
+def _trainer(cfg: RunConfig, task, runtime: Runtime, run: RunDir, console: Console,
+             progress: bool) -> tuple[Trainer, Console]:
+    """The trainer of a new or resumed run, once every rank agrees on the config (but the
+    data's local path) and the data bytes; ranks other than 0 print nothing."""
     config = cfg.to_dict()
     config["data"] = {k: v for k, v in config["data"].items() if k != "path"}
-    distributed.check_agreement({"config": config, "data": info["data"]["fingerprint"]})
+    distributed.check_agreement({"config": config, "data": task.info()["data"]["fingerprint"]})
+    console = console if distributed.current().main else Console(quiet=True)
+    return Trainer(task, cfg, runtime, run, console=console, progress=progress), console
 
 
 def _check_same_data(now: dict, saved: dict, run: RunDir) -> None:

@@ -87,12 +87,12 @@ class Trainer:
                  console: Console | None = None, progress: bool = True):
         self.task, self.cfg, self.runtime, self.run = task, cfg, runtime, run
         self.console = console or Console(stderr=True)
-        self.show_progress = progress and self.console.is_terminal and distributed.current().main
+        self.dist = distributed.current()
+        self.show_progress = progress and self.console.is_terminal and self.dist.main
         torch.manual_seed(cfg.train.seed)  # model initialisation depends on the seed alone
         self.model = task.build_model().to(runtime.device)
         if runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.dist = distributed.current()
         self.ddp = self._wrap_ddp() if self.dist.enabled else None
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.epochs,

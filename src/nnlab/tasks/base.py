@@ -16,6 +16,7 @@ from torch import nn
 from nnlab.errors import NnlabError
 
 T = TypeVar("T")
+S = TypeVar("S")  # a task's loaded data source
 
 
 @dataclass
@@ -53,6 +54,20 @@ class Task(Protocol):
     def step(self, model: nn.Module, batch: Any) -> StepOutput: ...
 
     def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict: ...
+
+
+def source_or_load(cfg: Any, source: S | None, load: Callable[[str, Any], S], what: str) -> S:
+    """The source a caller handed over, or the one at `data.path` (read with `load`)."""
+    if source is not None:
+        return source
+    if not cfg.data.path:
+        raise NnlabError(f"data.path: no {what} data given")
+    return load(cfg.data.path, cfg)
+
+
+def first(data: T, limit: int) -> T:
+    """`data.limit` for text tasks: the first `limit` examples (all when 0 or more than there are)."""
+    return data.subset(list(range(limit))) if 0 < limit < len(data) else data  # type: ignore[attr-defined]
 
 
 def pick_split(split: str, train: T, val: T, source: Any, prepare_test: Callable[[Any], T]) -> T:

@@ -34,7 +34,7 @@ from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
-from nnlab.tasks.base import StepOutput, pick_split
+from nnlab.tasks.base import StepOutput, first, pick_split, source_or_load
 from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
 
 CHUNK_BATCHES = 50  # batches per length-sorted chunk
@@ -178,15 +178,9 @@ class KeyphraseTask:
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, source: KeyphraseSource | None = None):
         self.cfg, self.runtime = cfg, runtime
-        if source is None:
-            if not cfg.data.path:
-                raise NnlabError("data.path: no keyphrase data given")
-            source = load_keyphrase(cfg.data.path, cfg)
-        self.source = source
+        self.source = source = source_or_load(cfg, source, load_keyphrase, "keyphrase")
         d = cfg.data
-        train = source.train
-        if 0 < d.limit < len(train):
-            train = train.subset(list(range(d.limit)))
+        train = first(source.train, d.limit)
         documents = len(train)
         if d.train_unit == "sentence":
             train = split_sentences(train)

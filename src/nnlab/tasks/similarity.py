@@ -24,7 +24,7 @@ from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
-from nnlab.tasks.base import StepOutput, pick_split
+from nnlab.tasks.base import StepOutput, first, pick_split, source_or_load
 from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
 
 
@@ -135,15 +135,9 @@ class SimilarityTask:
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, source: PairSource | None = None):
         self.cfg, self.runtime = cfg, runtime
-        if source is None:
-            if not cfg.data.path:
-                raise NnlabError("data.path: no sentence-pair data given")
-            source = load_pairs(cfg.data.path, cfg)
-        self.source = source
+        self.source = source = source_or_load(cfg, source, load_pairs, "sentence-pair")
         d = cfg.data
-        train = source.train
-        if 0 < d.limit < len(train):
-            train = train.subset(list(range(d.limit)))
+        train = first(source.train, d.limit)
         tokens = [w for s in train.a + train.b for w in s]
         vocab, self.vectors = build_vocab(tokens, d)
         val_tokens = [w for s in source.val.a + source.val.b for w in s]
