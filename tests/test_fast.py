@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -95,8 +96,9 @@ def test_lookahead_moves_toward_the_average_and_round_trips():
     assert torch.equal(again.ema["weight"], look.ema["weight"])
 
 
-def test_fast_recipe_trains_and_resumes_exactly(tmp_path, run_cli, monkeypatch):
-    args = ["train", "image", "--model", "fast", "--data", "generated", "--epochs", "4",
+@pytest.mark.parametrize("model", ["fast", "fast-sgd"])  # Muon; SGD with lookahead
+def test_fast_recipe_trains_and_resumes_exactly(tmp_path, run_cli, monkeypatch, model):
+    args = ["train", "image", "--model", model, "--data", "generated", "--epochs", "4",
             "--quiet", "--set", "data.limit=1000", "--set", "data.val_size=500",
             "--set", "data.batch_size=256", "--set", "train.lookahead_start_epoch=1",
             "--set", "train.precision='fp32'", "--set", "model.widths=[16,32,32]"]
@@ -115,7 +117,9 @@ def test_fast_recipe_trains_and_resumes_exactly(tmp_path, run_cli, monkeypatch):
     monkeypatch.setattr(RunDir, "save_checkpoint", save_then_die)
     assert run_cli(*args, "--out", tmp_path / "b").code == 130
     monkeypatch.setattr(RunDir, "save_checkpoint", save)
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["lookahead"] is not None
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert (state["lookahead"] is not None) == (model == "fast-sgd")
+    assert any(g.get("muon") for g in state["optimizer"]["param_groups"]) == (model == "fast")
     r = run_cli("train", "--resume", tmp_path / "b")
     assert r.code == 0, r.err
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]

@@ -57,7 +57,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam | adamw | rmsprop | adadelta
+    name: str = "sgd"  # sgd | muon (conv filters; SGD on the rest) | adam | adamw | rmsprop | adadelta
     lr: float = 0.01
     momentum: float = 0.9
     nesterov: bool = True
@@ -67,6 +67,8 @@ class OptimConfig:
     alpha: float = 0.99  # RMSprop smoothing constant (Keras calls it rho, default 0.9); Adadelta's rho
     bias_decay: bool = False  # weight decay on 1-d parameters (biases, norm scales) too
     norm_lr_scale: float = 1.0  # learning-rate factor for normalisation layers' parameters
+    muon_lr: float = 0.24  # muon: the convolution filters' learning rate (airbench94_muon's)
+    muon_momentum: float = 0.6  # muon: the filters' Nesterov momentum
 
 
 @dataclass
@@ -96,6 +98,8 @@ class TrainConfig:
     tensorboard: bool = False
     log_every: int = 20  # steps between progress-bar updates (each one syncs the device)
     sync_bn: bool = False  # under torchrun on CUDA: batch-norm statistics over all ranks
+    compile: bool = False  # torch.compile the training step's model (first steps compile)
+    retain_memory: bool = True  # CPU on glibc: keep freed memory for reuse (nnlab.allocator)
     lookahead: bool = False  # airbench's lookahead-EMA of the weights
     lookahead_start_epoch: int = 3  # epochs of plain training before it starts
     lookahead_every: int = 5  # steps between updates
@@ -252,7 +256,7 @@ def check_choices(cfg: RunConfig) -> None:
         "task": (cfg.task, TASKS),
         "data.augment": (cfg.data.augment, ("none", "crop-flip", "keras", "airbench")),
         "data.tta": (cfg.data.tta, ("none", "flip", "flip-translate")),
-        "optim.name": (cfg.optim.name, ("sgd", "adam", "adamw", "rmsprop", "adadelta")),
+        "optim.name": (cfg.optim.name, ("sgd", "muon", "adam", "adamw", "rmsprop", "adadelta")),
         "schedule.name": (
             cfg.schedule.name,
             ("constant", "step", "cosine", "warmup-linear", "plateau"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nnlab.allocator import retain_freed_memory
 from nnlab.config import TrainConfig
 from nnlab.errors import NnlabError
 
@@ -51,6 +52,8 @@ def make_runtime(cfg: TrainConfig) -> Runtime:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     on_cuda = device.type == "cuda"
+    if not on_cuda and cfg.retain_memory:
+        retain_freed_memory()
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if on_cuda else "fp32")
     amp = torch.bfloat16 if precision == "bf16" else None
     # oneDNN's bf16 convolutions want NHWC too: about 2x the images/s of NCHW on this CPU

@@ -14,12 +14,15 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from nnlab.config import OptimConfig, ScheduleConfig
+from nnlab.errors import NnlabError
+from nnlab.muon import Muon
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Three groups: weights (>= 2-d), other biases, and normalisation-layer parameters.
+    """Three groups: weights (>= 2-d), other biases, and normalisation-layer parameters; with
+    `optim.name=muon` a fourth, the convolution filters (>= 3-d), taken out of the weights.
 
     By default 1-d parameters get no weight decay (it only hurts them). airbench decays them
     too (`bias_decay`) and gives batch-norm shifts a 64x learning rate (`norm_lr_scale`),
@@ -38,6 +41,14 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     groups = [{"params": weights, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
               {"params": biases, "weight_decay": vector_decay, "lr": cfg.lr},
               {"params": norms, "weight_decay": vector_decay / scale, "lr": cfg.lr * scale}]
+    if cfg.name == "muon":
+        filters = [p for p in weights if p.ndim >= 3]
+        if not any(p.requires_grad for p in filters):
+            raise NnlabError("optim.name=muon: the model has no trainable convolution filters "
+                             "(Muon here is for convolution nets)")
+        groups[0]["params"] = [p for p in weights if p.ndim < 3]
+        groups.append({"params": filters, "muon": True, "lr": cfg.muon_lr,
+                       "momentum": cfg.muon_momentum, "nesterov": cfg.nesterov})
     return [g for g in groups if g["params"]]
 
 
@@ -46,6 +57,9 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.name == "muon":
+        return Muon(groups, lr=cfg.lr, momentum=cfg.momentum,
+                    nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     if cfg.name == "adamw":

@@ -93,6 +93,9 @@ class Trainer:
         self.model = task.build_model().to(runtime.device)
         if runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # the training forward may run compiled; evaluation, checkpoints and lookahead use the
+        # plain module, which shares its parameters
+        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.ddp = self._wrap_ddp() if self.dist.enabled else None
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.epochs,
@@ -110,7 +113,7 @@ class Trainer:
                                  "keeps its own batch statistics (leave sync_bn off)")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         cuda = self.runtime.device.type == "cuda"
-        return DistributedDataParallel(TaskStep(self.task, self.model),
+        return DistributedDataParallel(TaskStep(self.task, self.step_model),
                                        device_ids=[self.runtime.device.index or 0] if cuda else None)
 
     def _tensorboard(self):
@@ -212,7 +215,7 @@ class Trainer:
         with self._progress(epoch, steps) as bar:
             task_id = bar.add_task("train", total=steps, info="") if bar else None
             for i, batch in enumerate(self.task.train_batches(gen, epoch)):
-                out = self.ddp(batch) if self.ddp else self.task.step(self.model, batch)
+                out = self.ddp(batch) if self.ddp else self.task.step(self.step_model, batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 distributed.scale_loss(out.loss, out.count).backward()
                 if cfg.grad_clip > 0:
