@@ -6,7 +6,7 @@ training, the per-epoch validation and the final test-time-augmented evaluation 
 Accuracy is on the 5,000 validation images held out of the 50,000 training images (the
 model never trains on them; no test set is used). Peak memory is the child's max RSS.
 
-    python benchmarks/time_to_accuracy.py [--data PATH] [--runs 1] \
+    python benchmarks/time_to_accuracy.py [--data PATH] [--runs 1] [--first-seed 0] \
         [--config "label:--epochs 10 --set model.widths=[48,128,192]" ...]
 
 Prints a table and writes benchmarks/results/time_to_accuracy.json. Rows of earlier runs are
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -55,13 +54,14 @@ def run_config(label: str, args: list[str], data: str, seed: int, out_root: Path
     cmd = [sys.executable, "-m", "nnlab", "train", "image", *model, "--data", data,
            "--out", str(out), "--quiet", "--set", f"train.seed={seed}", *args]
     host_gflops = bf16_matmul_gflops()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    log = out_root / f"{out.name}.log"
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory
     wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if proc.returncode != 0:
-        raise SystemExit(f"{label}: failed\n{proc.stderr[-2000:]}")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{label}: failed\n{log.read_text()[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
     history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return {
@@ -70,7 +70,7 @@ def run_config(label: str, args: list[str], data: str, seed: int, out_root: Path
         "val_accuracy_tta": summary["val"]["accuracy"], "tta": summary["val"].get("tta"),
         "val_accuracy_last_epoch_plain": history[-1]["val_accuracy"],
         "images_per_s": summary["images_per_s"], "precision": summary["precision"],
-        "peak_rss_mib": max(peak_kib, before) / 1024, "parameters": summary["parameters"],
+        "peak_rss_mib": usage.ru_maxrss / 1024, "parameters": summary["parameters"],
         "host_cpu": summary.get("host", {}).get("cpu"), "host_bf16_gflops": host_gflops,
         "command": shlex.join(["nnlab", *cmd[3:]]),
     }
@@ -80,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None)
     parser.add_argument("--runs", type=int, default=1, help="seeds per configuration")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
     parser.add_argument("--config", action="append", default=None,
                         help="'label:extra nnlab train arguments'")
     parser.add_argument("--json", default="benchmarks/results/time_to_accuracy.json")
@@ -90,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nnlab-tta-") as tmp:
         for spec in args.config or DEFAULT_CONFIGS:
             label, _, extra = spec.partition(":")
-            for seed in range(args.runs):
+            for seed in range(args.first_seed, args.first_seed + args.runs):
                 row = run_config(label, shlex.split(extra), data, seed, Path(tmp))
                 rows = [r for r in rows if (r["label"], r["seed"]) != (label, seed)] + [row]
                 Console(stderr=True).print(f"{label} seed {seed}: {row['val_accuracy_tta']:.4f} "

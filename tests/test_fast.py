@@ -8,7 +8,7 @@ from torch import nn
 
 from nnlab import models
 from nnlab.config import OptimConfig
-from nnlab.data.augment import alternating_flip, translate
+from nnlab.data.augment import alternating_flip, cutout, translate
 from nnlab.optim import Lookahead, param_groups
 from nnlab.runs import RunDir
 from nnlab.tasks.image import tta_logits
@@ -57,6 +57,25 @@ def test_translate_moves_by_at_most_pad():
     ys, xs = torch.nonzero(out[:, 0] == 1, as_tuple=True)[1:]
     assert ys.min() >= 2 and ys.max() <= 6 and xs.min() >= 2 and xs.max() <= 6
     assert len(set(zip(ys.tolist(), xs.tolist(), strict=True))) > 5
+
+
+def test_cutout_fills_one_square_per_image_inside_it():
+    x = torch.rand(64, 3, 10, 10) + 1  # never equal to the fill
+    fill = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
+    out = cutout(x, torch.Generator().manual_seed(0), 4, fill)
+    filled = out == fill  # (N, 3, 10, 10)
+    assert torch.equal(filled[:, 0], filled[:, 2])  # all channels of the same pixels
+    assert (filled[:, 0].sum(dim=(1, 2)) == 16).all()
+    rows = filled[:, 0].any(dim=2).float().argmax(dim=1)  # each image's top row
+    assert len(set(rows.tolist())) > 3  # the square moves
+    assert torch.equal(out[~filled], x[~filled])
+
+
+def test_cutout_larger_than_the_images_is_refused(tmp_path, run_cli):
+    r = run_cli("train", "image", "--model", "cnn", "--data", "generated", "--epochs", "1",
+                "--out", tmp_path / "run", "--set", "data.cutout=40", "--quiet")
+    assert r.code != 0 and "data.cutout: 40 pixels is too large for the 32x32 images" in r.err
+    assert not (tmp_path / "run").exists()
 
 
 def test_tta_of_a_flip_invariant_model_is_the_plain_output():

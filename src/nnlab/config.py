@@ -25,6 +25,8 @@ class DataConfig:
     val_size: float = 0.1  # < 1: fraction of the training data; >= 1: number of examples
     split_seed: int = 0  # seed of the validation split; fixed so every variant shares one split
     augment: str = "none"  # none | crop-flip | keras | airbench (translate 2, alternating flip)
+    translate: int = 0  # > 0: pixels of random translation for crop-flip / airbench (4 / 2)
+    cutout: int = 0  # > 0: side of a square per training image filled with the mean colour
     tta: str = "none"  # test-time augmentation for final evaluation: none | flip | flip-translate
     batch_size: int = 128
     eval_batch_size: int = 1000
@@ -286,3 +288,6 @@ def check_choices(cfg: RunConfig) -> None:
         raise NnlabError(f"train.label_smoothing: must be in [0, 1), got {cfg.train.label_smoothing}")
     if cfg.data.val_size <= 0:
         raise NnlabError(f"data.val_size: must be positive, got {cfg.data.val_size}")
+    for key, value in (("data.translate", cfg.data.translate), ("data.cutout", cfg.data.cutout)):
+        if value < 0:
+            raise NnlabError(f"{key}: must be 0 or more, got {value}")

@@ -74,6 +74,19 @@ def keras_affine(
     return flip(out, gen)
 
 
+def cutout(x: torch.Tensor, gen: torch.Generator, size: int, fill: torch.Tensor) -> torch.Tensor:
+    """Fill one random `size` x `size` square per image, wholly inside it (airbench96 uses 12
+    pixels for its long runs: a regulariser, which short runs do not need)."""
+    # x: (N, C, H, W); fill: (1, C, 1, 1), the channel means, i.e. zero once normalised
+    n, _, h, w = x.shape
+    top = torch.randint(0, h - size + 1, (n,), device=x.device, generator=gen)[:, None, None, None]
+    left = torch.randint(0, w - size + 1, (n,), device=x.device, generator=gen)[:, None, None, None]
+    rows = torch.arange(h, device=x.device)[None, None, :, None]  # (1, 1, H, 1)
+    cols = torch.arange(w, device=x.device)[None, None, None, :]  # (1, 1, 1, W)
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return torch.where(inside, fill.to(x.dtype), x)  # (N, C, H, W)
+
+
 def alternating_flip(x: torch.Tensor, base_flip: torch.Tensor, epoch: int) -> torch.Tensor:
     """Flip the images whose fixed flip bit, XOR the epoch's parity, is set."""
     # x: (N, C, H, W); base_flip: (N,) bool
@@ -82,15 +95,16 @@ def alternating_flip(x: torch.Tensor, base_flip: torch.Tensor, epoch: int) -> to
 
 
 def augment(x: torch.Tensor, recipe: str, gen: torch.Generator,
-            base_flip: torch.Tensor | None = None, epoch: int = 1) -> torch.Tensor:
-    """Apply a named recipe; `base_flip` and `epoch` drive the alternating flip of airbench."""
+            base_flip: torch.Tensor | None = None, epoch: int = 1, pad: int = 0) -> torch.Tensor:
+    """Apply a named recipe; `base_flip` and `epoch` drive the alternating flip of airbench,
+    `pad` > 0 replaces the recipe's translation (crop-flip 4, airbench 2 pixels)."""
     if recipe == "none":
         return x
     if recipe == "crop-flip":
-        return crop_flip(x, gen)
+        return crop_flip(x, gen, pad or 4)
     if recipe == "airbench":
         assert base_flip is not None
-        return translate(alternating_flip(x, base_flip, epoch), gen, pad=2)
+        return translate(alternating_flip(x, base_flip, epoch), gen, pad=pad or 2)
     if recipe == "keras":
         return keras_affine(x, gen)
     raise ValueError(f"unknown augmentation {recipe!r}")

@@ -16,7 +16,7 @@ from torch import nn
 
 from nnlab import distributed, models
 from nnlab.config import DataConfig, RunConfig
-from nnlab.data.augment import augment
+from nnlab.data.augment import augment, cutout
 from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images, stratified_split
 from nnlab.device import Runtime
 from nnlab.distributed import shard
@@ -97,7 +97,12 @@ class ImageTask:
         # fixed per-image flips for the alternating-flip augmentation, seeded like the split
         flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.train.seed)) < 0.5
         self.base_flip = flips.to(runtime.device)
+        for key, pixels in (("data.cutout", cfg.data.cutout), ("data.translate", cfg.data.translate)):
+            if pixels > min(train.shape[1:]) - (key == "data.translate"):  # reflect padding
+                raise NnlabError(f"{key}: {pixels} pixels is too large for the "
+                                 f"{train.shape[1]}x{train.shape[2]} images")
         mean, std = channel_stats(train.images)
+        self._mean = torch.tensor(mean, device=runtime.device).view(1, -1, 1, 1)  # in [0, 1]
         self._info = {
             "classes": self.classes,
             "image_shape": list(train.shape),
@@ -144,7 +149,10 @@ class ImageTask:
         for i in range(self.steps_per_epoch()):
             idx = shard(order[i * b : (i + 1) * b])  # (B,), or this rank's part of it
             x = self.train.images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
-            x = augment(x, self.cfg.data.augment, gen, self.base_flip[idx], epoch)
+            x = augment(x, self.cfg.data.augment, gen, self.base_flip[idx], epoch,
+                        self.cfg.data.translate)
+            if self.cfg.data.cutout:
+                x = cutout(x, gen, self.cfg.data.cutout, self._mean)
             yield self._layout(x), self.train.labels[idx]
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
