@@ -41,7 +41,7 @@ SGD_BATCH = 1024
 SGD_MOMENTUM = 0.85
 _KILOSTEP = 1024 * (1 + 1 / (1 - SGD_MOMENTUM))
 SGD_LR = 11.5 / _KILOSTEP * SGD_BATCH  # ~1.50
-SGD_WEIGHT_DECAY = 0.0153 * SGD_BATCH / _KILOSTEP / (11.5 / _KILOSTEP) / SGD_BATCH  # ~1.3e-3
+SGD_WEIGHT_DECAY = 0.0153 / 11.5  # decay per step = lr x this = 0.0153 x batch / kilostep
 
 SGD_RECIPE = COMMON | {
     "optim.name": "sgd", "optim.lr": SGD_LR, "optim.momentum": SGD_MOMENTUM,

@@ -97,10 +97,12 @@ class ImageTask:
         # fixed per-image flips for the alternating-flip augmentation, seeded like the split
         flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.train.seed)) < 0.5
         self.base_flip = flips.to(runtime.device)
-        for key, pixels in (("data.cutout", cfg.data.cutout), ("data.translate", cfg.data.translate)):
-            if pixels > min(train.shape[1:]) - (key == "data.translate"):  # reflect padding
-                raise NnlabError(f"{key}: {pixels} pixels is too large for the "
-                                 f"{train.shape[1]}x{train.shape[2]} images")
+        h, w = train.shape[1:]
+        if cfg.data.cutout > min(h, w):
+            raise NnlabError(f"data.cutout: {cfg.data.cutout} pixels is too large for the {h}x{w} images")
+        if cfg.data.translate >= min(h, w):  # reflect padding needs fewer pixels than the image
+            raise NnlabError(f"data.translate: {cfg.data.translate} pixels is too large for the "
+                             f"{h}x{w} images")
         mean, std = channel_stats(train.images)
         self._mean = torch.tensor(mean, device=runtime.device).view(1, -1, 1, 1)  # in [0, 1]
         self._info = {
