@@ -93,7 +93,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
     early_stop_patience: int = 0  # epochs without validation improvement; 0 disables
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp64 (checks)
     channels_last: str = "auto"  # auto (on CUDA, or with bf16) | on | off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads; 0 keeps torch's default
@@ -268,7 +268,7 @@ def check_choices(cfg: RunConfig) -> None:
         "data.invalid_tags": (cfg.data.invalid_tags, ("repair", "error")),
         "data.train_unit": (cfg.data.train_unit, ("sentence", "document")),
         "data.pair_layout": (cfg.data.pair_layout, ("auto", "sick", "sts", "tsv")),
-        "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
+        "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16", "fp64")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "on", "off")),
     }
     for key, (value, allowed) in choices.items():

@@ -2,7 +2,10 @@
 
 On CUDA the defaults are bf16 autocast and channels-last (tensor cores want both); on CPU
 they are fp32 and contiguous, since bf16 there changes numbers and must be asked for; a CPU
-run that asks for bf16 gets channels-last with it.
+run that asks for bf16 gets channels-last with it. `fp64` keeps weights and inputs in
+float64: slow, but its rounding is about 1e9 times smaller, for numerical checks whose
+answer must not depend on which kernel a CPU picks (e.g. that 2 DDP ranks take the steps
+of one process).
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None  # None: full precision
     channels_last: bool
+    dtype: torch.dtype = torch.float32  # of the weights and of float inputs (fp64 for checks)
+
+    @property
+    def precision(self) -> str:
+        """What the run computes in, for summaries and the console: bf16, fp32 or fp64."""
+        if self.amp_dtype is not None:
+            return "bf16"
+        return "fp64" if self.dtype == torch.float64 else "fp32"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -60,7 +71,8 @@ def make_runtime(cfg: TrainConfig) -> Runtime:
     # (fast net, widths 48/128/192: 1,028 -> 2,039 images/s)
     channels_last = cfg.channels_last == "on" or (
         cfg.channels_last == "auto" and (on_cuda or amp is not None))
-    return Runtime(device=device, amp_dtype=amp, channels_last=channels_last)
+    dtype = torch.float64 if precision == "fp64" else torch.float32
+    return Runtime(device=device, amp_dtype=amp, channels_last=channels_last, dtype=dtype)
 
 
 def cpu_name() -> str:

@@ -142,7 +142,7 @@ def _describe(console: Console, cfg: RunConfig, task, runtime: Runtime, trainer:
     console.print(
         f"[bold]{cfg.model.name}[/] on {d['path']} ({d['format']}): {d['train_examples']:,} train / "
         f"{d['val_examples']:,} validation {task.unit}; {params:,} parameters; "
-        f"{runtime.device} {'bf16' if runtime.amp_dtype else 'fp32'}"
+        f"{runtime.device} {runtime.precision}"
         f"{' channels-last' if runtime.channels_last else ''}; {cfg.optim.name} lr {cfg.optim.lr:g}, "
         f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
     if hasattr(task, "describe"):
@@ -202,7 +202,7 @@ def load_run(path: str | Path, device: str = "auto"
         model.load_state_dict(run.load_best())
     except RuntimeError as e:
         raise NnlabError(f"{run.path}: weights do not fit the model in config.json ({e})") from None
-    model.to(runtime.device).eval()
+    model.to(runtime.device, runtime.dtype).eval()
     if runtime.channels_last and cfg.task == "image":
         model = model.to(memory_format=torch.channels_last)
     return run, cfg, info, model, runtime
@@ -272,7 +272,7 @@ def predict_images(path: str | Path, files: list[str], top_k: int = 3,
             img = img.resize((w, h), Image.Resampling.BILINEAR)
         x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
         batch.append(x.view(h, w, c).permute(2, 0, 1))
-    x = torch.stack(batch).to(runtime.device).float().div_(255)  # (N, C, H, W)
+    x = torch.stack(batch).to(runtime.device, runtime.dtype).div_(255)  # (N, C, H, W)
     with torch.inference_mode(), runtime.autocast():
         probs = tta_logits(model, x, cfg.data.tta).float().softmax(dim=1)  # (N, K)
     k = min(top_k, probs.shape[1])

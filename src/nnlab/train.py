@@ -90,7 +90,7 @@ class Trainer:
         self.dist = distributed.current()
         self.show_progress = progress and self.console.is_terminal and self.dist.main
         torch.manual_seed(cfg.train.seed)  # model initialisation depends on the seed alone
-        self.model = task.build_model().to(runtime.device)
+        self.model = task.build_model().to(runtime.device, runtime.dtype)
         if runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # the training forward may run compiled; evaluation, checkpoints and lookahead use the
@@ -311,7 +311,7 @@ class Trainer:
             f"{unit}_per_s": sum(rates) / len(rates) if rates else None,
             "parameters": count_parameters(self.model),
             "device": str(self.runtime.device),
-            "precision": str(self.runtime.amp_dtype or "fp32").replace("torch.", ""),
+            "precision": self.runtime.precision,
             "channels_last": self.runtime.channels_last,
             "versions": {"nnlab": nnlab.__version__, "torch": torch.__version__,
                          "python": platform.python_version()},

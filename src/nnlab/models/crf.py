@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnlab.models.layers import upcast
+
 FORBIDDEN = -10_000.0  # the score of a forbidden transition: exp() of it is exactly 0 in fp32
 
 
@@ -79,7 +81,7 @@ class CRF(nn.Module):
         """Negative log-likelihood of `tags`: `none` (B,), `sum`, `mean` over sequences, or
         `token_mean` (sum divided by the number of tokens)."""
         mask = self._check(emissions, mask, tags)
-        emissions = emissions.float()  # the recursion wants fp32 even under autocast
+        emissions = upcast(emissions)  # the recursion wants fp32 even under autocast
         nll = self.log_partition(emissions, mask) - self.score(emissions, tags, mask)  # (B,)
         if reduction == "none":
             return nll
@@ -119,7 +121,7 @@ class CRF(nn.Module):
         """Best tag sequences by batched Viterbi: tags (B, T), `pad_tag` where masked, and their
         scores (B,)."""
         mask = self._check(emissions, mask)
-        emissions = emissions.float()
+        emissions = upcast(emissions)
         start, trans, end = self._scores()
         batch, length, n = emissions.shape
         if length == 0:

@@ -1,9 +1,15 @@
-"""Small building blocks shared by the image models."""
+"""Small building blocks shared by the models."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """`x` in at least fp32, for losses and decoding: autocast's bf16 outputs are widened, fp64
+    (train.precision=fp64) is kept, so a float64 check run is float64 all the way."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, batch_norm: bool = True) -> nn.Sequential:

@@ -24,6 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnlab.errors import NnlabError
 from nnlab.models.embedding import WordEmbedding
+from nnlab.models.layers import upcast
 from nnlab.models.registry import register
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -65,7 +66,10 @@ class SentenceEncoder(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T) int64, lengths: (B,) on the CPU -> (B, D)
         # one-hot input (the report's): the first layer's input weights act as embeddings
-        x = self.words(ids) if self.words is not None else F.one_hot(ids, self.vocab_size).float()
+        if self.words is not None:
+            x = self.words(ids)  # (B, T, E)
+        else:
+            x = F.one_hot(ids, self.vocab_size).to(self.layers[0].weight_ih_l0.dtype)  # (B, T, V)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         last = None
         for layer, drop in zip(self.layers, self.drops, strict=True):
@@ -90,7 +94,7 @@ def target_distribution(target: torch.Tensor, levels: torch.Tensor) -> torch.Ten
     low = pos.floor().long().clamp(max=len(levels) - 1)
     high = (low + 1).clamp(max=len(levels) - 1)
     frac = (pos - low).unsqueeze(1)  # (B, 1)
-    dist = torch.zeros(target.shape[0], len(levels), device=target.device)
+    dist = torch.zeros(target.shape[0], len(levels), device=target.device, dtype=target.dtype)
     dist.scatter_add_(1, high.unsqueeze(1), frac)
     dist.scatter_add_(1, low.unsqueeze(1), 1 - frac)
     return dist
@@ -135,9 +139,10 @@ class SiameseRegressor(nn.Module):
         """The training loss (mean over the batch) and the predicted scores (B,)."""
         scores, logits = self._scores(*self._encode(a, a_len, b, b_len))
         if logits is None:
-            return F.mse_loss(scores.float(), target), scores
-        dist = target_distribution(target.float(), self.levels)  # (B, K)
-        log_p = F.log_softmax(logits.float(), dim=1)
+            wide = upcast(scores)
+            return F.mse_loss(wide, target.to(wide.dtype)), scores
+        dist = target_distribution(target.to(self.levels.dtype), self.levels)  # (B, K)
+        log_p = F.log_softmax(upcast(logits), dim=1)
         return F.kl_div(log_p, dist, reduction="batchmean"), scores
 
     def _encode(self, a, a_len, b, b_len) -> tuple[torch.Tensor, torch.Tensor]:

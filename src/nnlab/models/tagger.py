@@ -19,6 +19,7 @@ from nnlab.data.tags import allowed_transitions
 from nnlab.errors import NnlabError
 from nnlab.models.crf import CRF
 from nnlab.models.embedding import WordEmbedding
+from nnlab.models.layers import upcast
 from nnlab.models.registry import register
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -137,7 +138,7 @@ class SequenceTagger(nn.Module):
         same scale, so learning rates carry over between heads)."""
         if self.crf is not None:
             return self.crf(emissions, tags, mask, reduction="mean")
-        ce = F.cross_entropy(emissions.float().transpose(1, 2), tags, reduction="none")  # (B, T)
+        ce = F.cross_entropy(upcast(emissions).transpose(1, 2), tags, reduction="none")  # (B, T)
         return (ce * mask).sum() / mask.shape[0]
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, o_bias: float | None = None

@@ -22,6 +22,7 @@ from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import classification_report, confusion_matrix
+from nnlab.models.layers import upcast
 from nnlab.tasks.base import StepOutput, pick_split
 
 
@@ -150,7 +151,7 @@ class ImageTask:
         order = torch.randperm(n, generator=gen, device=gen.device)  # (N,)
         for i in range(self.steps_per_epoch()):
             idx = shard(order[i * b : (i + 1) * b])  # (B,), or this rank's part of it
-            x = self.train.images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+            x = self.train.images[idx].to(self.runtime.dtype).div_(255)  # (B, C, H, W) in [0, 1]
             x = augment(x, self.cfg.data.augment, gen, self.base_flip[idx], epoch,
                         self.cfg.data.translate)
             if self.cfg.data.cutout:
@@ -164,7 +165,7 @@ class ImageTask:
         x, y = batch
         with self.runtime.autocast():
             logits = model(x)  # (B, K)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+        loss = F.cross_entropy(upcast(logits), y, label_smoothing=self.cfg.train.label_smoothing)
         correct = (logits.argmax(dim=1) == y).sum()
         return StepOutput(loss=loss, count=y.shape[0], metric_sum=correct)
 
@@ -215,7 +216,7 @@ def evaluate_images(model: nn.Module, data: ImageData, runtime: Runtime, batch_s
     loss_sum = torch.zeros((), device=runtime.device, dtype=torch.float64)
     preds = []
     for i in range(0, len(data), batch_size):
-        x = data.images[i : i + batch_size].to(runtime.device).float().div_(255)
+        x = data.images[i : i + batch_size].to(runtime.device, runtime.dtype).div_(255)
         y = data.labels[i : i + batch_size].to(runtime.device)
         if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
