@@ -52,7 +52,7 @@ def _train(args: list[str], tmp_path: Path, procs: int = 1, **kw) -> subprocess.
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float,
@@ -203,7 +203,7 @@ config = "keyphrase/bilstm-crf.toml"
     _spawnable(r)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("report: ") == 1  # rank 0 alone reports
-    assert sorted(p.name for p in out.iterdir()) == [
-        "curves_all.png", "report.html", "report.md", "runs", "study.json"]
+    assert sorted(p.name for p in out.iterdir()) == [  # .lock: rank 0 held the study folder
+        ".lock", "curves_all.png", "report.html", "report.md", "runs", "study.json"]
     assert [p.name for p in (out / "runs").iterdir()] == ["bilstm-crf"]
     assert json.loads((out / "runs" / "bilstm-crf" / "config.json").read_text())["world_size"] == 2

@@ -136,11 +136,11 @@ def test_fast_recipe_trains_and_resumes_exactly(tmp_path, run_cli, monkeypatch, 
     monkeypatch.setattr(RunDir, "save_checkpoint", save_then_die)
     assert run_cli(*args, "--out", tmp_path / "b").code == 130
     monkeypatch.setattr(RunDir, "save_checkpoint", save)
-    state = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert (state["lookahead"] is not None) == (model == "fast-sgd")
     assert any(g.get("muon") for g in state["optimizer"]["param_groups"]) == (model == "fast")
     r = run_cli("train", "--resume", tmp_path / "b")
     assert r.code == 0, r.err
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

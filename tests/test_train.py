@@ -136,8 +136,8 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    last_a = torch.load(straight / "last.pt", weights_only=False)["model"]
-    last_b = torch.load(killed / "last.pt", weights_only=False)["model"]
+    last_a = torch.load(straight / "last.pt", weights_only=True)["model"]
+    last_b = torch.load(killed / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert [x["epoch"] for x in rows] == [1, 2, 3, 4]

@@ -14,14 +14,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from nnlab.errors import NnlabError
+from nnlab.errors import NnlabError, short
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="nnlab: train, compare and use classic CNN and RNN models.")
 data_app = typer.Typer(no_args_is_help=True, help="Get data sets.")
 app.add_typer(data_app, name="data")
 
-out = Console(soft_wrap=True)
+# what the commands print holds user strings (file and class names, sentences): never markup
+out = Console(soft_wrap=True, markup=False, highlight=False)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -69,7 +70,7 @@ def evaluate(
 
     result = experiment.evaluate_run(run_dir, data, split, device, tta)
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
         return
     if "span_f1" in result:
         _print_keyphrase_eval(result)
@@ -107,9 +108,14 @@ def _print_keyphrase_eval(r: dict) -> None:
 
 
 def _run_task(run_dir: str) -> str:
-    from nnlab.runs import RunDir
+    from nnlab.config import TASKS
+    from nnlab.runs import CONFIG, RunDir
 
-    return RunDir.open(run_dir).read_config()["config"]["task"]
+    run = RunDir.open(run_dir)
+    task = run.read_config()["config"].get("task")
+    if task not in TASKS:
+        raise NnlabError(f"{run.path / CONFIG}: unknown task {task!r} (choose from {', '.join(TASKS)})")
+    return task
 
 
 def _read_texts(inputs: list[str], files: bool) -> list[str]:
@@ -141,8 +147,12 @@ def _read_pairs(inputs: list[str], pairs_file: str | None) -> list[tuple[str, st
     path = Path(pairs_file)
     if not path.is_file():
         raise NnlabError(f"{pairs_file}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise NnlabError(f"{pairs_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     found = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -175,7 +185,7 @@ def predict(
     if task == "similarity":
         scored = experiment.predict_similarity(run_dir, _read_pairs(inputs, pairs), device)
         if as_json:
-            print(json.dumps(scored))
+            print(json.dumps(scored, allow_nan=False))
             return
         for r in scored:
             out.print(f"{r['score']:.3f}" if len(scored) == 1 else f"{r['score']:.3f}\t{r['a']}\t{r['b']}",
@@ -186,7 +196,7 @@ def predict(
     if task == "keyphrase":
         found = experiment.predict_keyphrases(run_dir, _read_texts(inputs, files), device)
         if as_json:
-            print(json.dumps(found))
+            print(json.dumps(found, allow_nan=False))
             return
         for i, r in enumerate(found, start=1):
             phrases = "; ".join(k["text"] for k in r["keyphrases"]) or "(none found)"
@@ -195,7 +205,7 @@ def predict(
         return
     results = experiment.predict_images(run_dir, inputs, top_k, device)
     if as_json:
-        print(json.dumps(results))
+        print(json.dumps(results, allow_nan=False))
         return
     for r in results:
         ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
@@ -216,7 +226,7 @@ def list_models(
 
     if name is None:
         for task in sorted({models.get(n).task for n in models.names()}):
-            out.print(f"[bold]{task}[/]")
+            out.print(task, style="bold")
             for n in models.names(task):
                 out.print(f"  {n:<24} {models.get(n).description}")
         return
@@ -310,14 +320,15 @@ def report(
 ) -> None:
     """Rebuild a comparative report from finished run folders alone, without training."""
     from nnlab.report import build_report
+    from nnlab.runs import read_json
 
     paths: list[Path] = []
     for d in run_dirs:
         p = Path(d)
         if (p / "runs").is_dir() and not (p / "config.json").exists():  # a study folder
             runs = [q for q in (p / "runs").iterdir() if (q / "config.json").is_file()]
-            paths += sorted(runs, key=lambda q: (json.loads((q / "config.json").read_text())
-                                                 .get("created", ""), q.name))  # study order
+            paths += sorted(runs, key=lambda q: (str(read_json(q / "config.json").get("created", "")),
+                                                 q.name))  # study order
         else:
             paths.append(p)
     html_path = build_report(paths, Path(out_dir), title or f"nnlab report: {len(paths)} runs",
@@ -353,8 +364,9 @@ def main() -> None:
             sys.exit(code)
     except NnlabError as e:
         rank = distributed.current().rank
-        err.print(f"{f'rank {rank}: ' if rank else ''}error: {e}", markup=False, highlight=False,
-                  soft_wrap=True)
+        # one line, bounded: messages quote user data (file lines, fields, names)
+        err.print(f"{f'rank {rank}: ' if rank else ''}error: {short(e, 1000)}", markup=False,
+                  highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         err.print("interrupted")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnlab.errors import NnlabError
+from nnlab.errors import NnlabError, short
 
 
 @dataclass
@@ -126,8 +126,14 @@ TASKS = ("image", "keyphrase", "similarity")
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Build a config from a nested dict (a TOML file or a run folder's config.json)."""
+    if not isinstance(raw, dict):
+        raise NnlabError(f"{source}: expected a table of settings, found {type(raw).__name__}")
     cfg = RunConfig()
     apply_nested(cfg, raw, source)
+    try:
+        check_choices(cfg)
+    except NnlabError as e:
+        raise NnlabError(f"{source}: {e}") from None
     return cfg
 
 
@@ -156,8 +162,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise NnlabError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise NnlabError(f"{path}: invalid TOML: {e}") from None
+    except IsADirectoryError:
+        raise NnlabError(f"{path}: a folder, not a config file (expected a .toml file)") from None
+    except OSError as e:
+        raise NnlabError(f"{path}: cannot read the config file ({e.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise NnlabError(f"{path}: invalid TOML: {short(e)}") from None
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -271,6 +281,8 @@ def check_choices(cfg: RunConfig) -> None:
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16", "fp64")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "on", "off")),
     }
+    if cfg.train.threads < 0:
+        raise NnlabError(f"train.threads: must be 0 (torch's default) or more, got {cfg.train.threads}")
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise NnlabError(f"{key}: unknown value {value!r} (choose from {', '.join(allowed)})")

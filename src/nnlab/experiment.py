@@ -6,6 +6,7 @@ together, so `cli.py` only parses arguments and prints.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from nnlab import config as config_mod
 from nnlab import distributed, models, plots
@@ -22,7 +24,7 @@ from nnlab.data.images import ImageData, ImageSource, load_images
 from nnlab.data.locate import require_data
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
-from nnlab.runs import RunDir, atomic_write_json
+from nnlab.runs import CONFIG, RunDir, atomic_write_json
 from nnlab.tasks.image import (
     ImageTask,
     build_classifier,
@@ -72,6 +74,7 @@ def resolve_config(task: str | None, model: str | None, config_file: str | None 
         key, value = config_mod.parse_assignment(text)
         config_mod.set_value(cfg, key, value)
     models.get(cfg.model.name, task)  # --set model.name=... must name a model too
+    models.check_args(cfg.model.name, task, cfg.model.args)  # before any data is read
     config_mod.check_choices(cfg)
     return cfg
 
@@ -90,25 +93,41 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
     task = TASKS[cfg.task](cfg, runtime, source=source)
     run = RunDir(out)
     trainer, console = _trainer(cfg, task, runtime, run, console, progress)
-    if d.main:
-        RunDir.create(out)  # only now, with data and model known good
-        run.write_config({
-            "config": cfg.to_dict(), "task_info": task.info(),
-            "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "world_size": d.world,
-        })
-        _describe(console, cfg, task, runtime, trainer)
-    return _fit_and_finish(trainer, task, run, console)
+    if not d.main:
+        return _fit_and_finish(trainer, task, run, console)
+    RunDir.create(out)  # only now, with data and model known good
+    with run.lock():
+        try:
+            RunDir.check_new(out)  # again, holding the lock: another process may have started here
+            run.write_config({
+                "config": cfg.to_dict(), "task_info": task.info(),
+                "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "world_size": d.world,
+            })
+            _describe(console, cfg, task, runtime, trainer)
+            return _fit_and_finish(trainer, task, run, console)
+        except BaseException:
+            # nothing to resume yet (failed or killed in the first epoch): leave no folder behind
+            # that would block rerunning the same command
+            if run.path.is_dir() and not (run.path / "last.pt").exists() and (run.path / CONFIG).exists():
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
 
 
 def resume_run(out: str | Path, console: Console, progress: bool = True) -> dict[str, Any]:
-    d = distributed.current()
-    run = RunDir(out)
-    if d.main:
+    if distributed.current().main:
         run = RunDir.open(out)
-        if run.finished:
-            raise NnlabError(f"{run.path}: run already finished (summary.json exists)")
-    saved = distributed.broadcast(run.read_config() if d.main else None)  # other machines may not see it
+        with run.lock():
+            if run.finished:
+                raise NnlabError(f"{run.path}: run already finished (summary.json exists)")
+            run.remove_stale_temporaries()
+            return _resume(run, console, progress)
+    return _resume(RunDir(out), console, progress)
+
+
+def _resume(run: RunDir, console: Console, progress: bool) -> dict[str, Any]:
+    main = distributed.current().main
+    saved = distributed.broadcast(run.read_config() if main else None)  # other machines may not see it
     cfg = config_mod.from_dict(saved["config"], str(run.path / "config.json"))
     runtime = make_runtime(cfg.train)
     task = TASKS[cfg.task](cfg, runtime)
@@ -140,13 +159,14 @@ def _describe(console: Console, cfg: RunConfig, task, runtime: Runtime, trainer:
     d = info["data"]
     params = sum(p.numel() for p in trainer.model.parameters())
     console.print(
-        f"[bold]{cfg.model.name}[/] on {d['path']} ({d['format']}): {d['train_examples']:,} train / "
+        f"[bold]{cfg.model.name}[/] on {escape(str(d['path']))} ({escape(str(d['format']))}): "
+        f"{d['train_examples']:,} train / "
         f"{d['val_examples']:,} validation {task.unit}; {params:,} parameters; "
         f"{runtime.device} {runtime.precision}"
         f"{' channels-last' if runtime.channels_last else ''}; {cfg.optim.name} lr {cfg.optim.lr:g}, "
         f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
     if hasattr(task, "describe"):
-        console.print(task.describe())
+        console.print(task.describe(), markup=False, highlight=False)  # names files and words
 
 
 def _fit_and_finish(trainer: Trainer, task, run: RunDir, console: Console) -> dict[str, Any]:
@@ -183,7 +203,7 @@ def _finish(trainer: Trainer, task, run: RunDir, console: Console, summary: dict
                         title=f"{trainer.cfg.model.name}: validation, best epoch")
     run.write_summary(summary)
     console.print(f"best epoch {summary['best_epoch']}: validation {task.main_metric} "
-                  f"{val[task.main_metric]:.4f}, loss {val['loss']:.4f}; run folder {run.path}")
+                  f"{val[task.main_metric]:.4f}, loss {val['loss']:.4f}; run folder {escape(str(run.path))}")
     return summary
 
 

@@ -14,6 +14,9 @@ from matplotlib.ticker import MaxNLocator
 
 from nnlab.runs import atomic_write
 
+# labels hold user strings (class and variant names): "$\foo$" is text, not mathtext
+matplotlib.rcParams["text.parse_math"] = False
+
 
 def _save(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))

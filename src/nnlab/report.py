@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import platform
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import matplotlib
 
@@ -27,7 +28,10 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullF
 
 import nnlab
 from nnlab.errors import NnlabError
-from nnlab.runs import RunDir, atomic_write, atomic_write_text
+from nnlab.runs import RunDir, atomic_write, atomic_write_text, read_json
+
+# labels hold user strings (class and variant names): "$\foo$" is text, not mathtext
+matplotlib.rcParams["text.parse_math"] = False
 
 UNITS = {"image": "images", "keyphrase": "sentences", "similarity": "pairs"}
 # secondary validation metrics shown beside the main one, per task
@@ -59,7 +63,7 @@ class RunView:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def read_run(path: Path, name: str | None = None) -> RunView:
@@ -220,12 +224,21 @@ def _model_summary(v: RunView) -> tuple[list[str], list[list[str]]]:
             [[name, kind, f"{n:,}"] for name, kind, n in parameter_table(net)])
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
+MD_SPECIAL = re.compile(r"([\\`*_<>|])")
 
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+
+def _md(text: object) -> str:
+    """User text (names, paths, notes) as literal Markdown: on one line, with the characters
+    that make HTML tags, code, emphasis or table cells backslash-escaped (CommonMark) and the
+    joints of links and images broken, so `<script>` or `[x](javascript:...)` in a class or
+    variant name stays text (a bare `[bold]` stays as written)."""
+    flat = MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+    return flat.replace("](", "]\\(").replace("][", "]\\[")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -313,8 +326,8 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
               "which is carved from the training data (or is the data set's validation file); "
               "the test split is never used to choose anything.")
 
-    md = [f"# {title}", "", headline, "", *[f"{n}\n" for n in notes], _md_table(header, rows), "",
-          caveat, ""]
+    md = [f"# {_md(title)}", "", _md(headline), "", *[f"{_md(n)}\n" for n in notes],
+          _md_table(header, rows), "", _md(caveat), ""]
     if trained:
         md += ["## Training curves", "", f"![training curves of all variants]({overlay.name})", ""]
     if pc_rows:
@@ -323,17 +336,18 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
         md += ["## Validation F1 per keyphrase type", "", _md_table(pt_header, pt_rows), ""]
     md += ["## Runs", ""]
     for v in views:
-        md += [f"### {v.name}", "", f"run folder: `{v.run.path}`", ""]
+        md += [f"### {_md(v.name)}", "", f"run folder: {_md(v.run.path)}", ""]
         for png in ("curves.png", "confusion_val.png", "scatter_val.png"):
             if (v.run.plots / png).is_file():
-                md.append(f"![{v.name} {png}]({os.path.relpath(v.run.plots / png, out)})")
+                target = quote(os.path.relpath(v.run.plots / png, out))
+                md.append(f"![{_md(v.name)} {png}]({target})")
         if v.name in summaries:
             h, r = summaries[v.name]
-            md += ["", f"<details><summary>model: {v.summary['model']}, "
+            md += ["", f"<details><summary>model: {html.escape(str(v.summary['model']))}, "
                    f"{v.summary['parameters']:,} parameters</summary>", "", _md_table(h, r), "",
                    "</details>"]
         md.append("")
-    md += ["## Reproducibility", "", *[f"- {line}" for line in repro], ""]
+    md += ["## Reproducibility", "", *[f"- {_md(line)}" for line in repro], ""]
     atomic_write_text(out / "report.md", "\n".join(md))
 
     body = [f"<h1>{html.escape(title)}</h1>", f"<p class=best>{html.escape(headline)}</p>",

@@ -14,41 +14,70 @@ leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from nnlab.errors import NnlabError
+from nnlab.errors import NnlabError, short
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 LAST = "last.pt"
 BEST = "best.safetensors"
 SUMMARY = "summary.json"
+DISK_FULL_BYTES = 1 << 20  # less free space than this after a failed write: the disk was full
+LOCK = ".lock"  # flock'ed by the one process writing the folder (see folder_lock)
+CHECKPOINT_KEYS = ("epoch", "step", "best", "best_epoch", "bad_epochs", "train_seconds", "model",
+                   "optimizer", "scheduler", "rng")
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file next to `path`, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call `write(tmp)` on a temporary file next to `path`, fsync, then rename over `path`.
+
+    A full disk or a folder that cannot be written is the user's to fix: one line naming the
+    file (torch.save reports a full disk as an opaque RuntimeError, so the free space is
+    checked before the temporary file is removed). The old file, if any, stays as it was."""
+    make_folder(path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise NnlabError(f"{path}: cannot write ({e.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     try:
         write(tmp)
+        # mkstemp makes 0600, and some writers (safetensors) create the file anew, also 0600:
+        # give the written file what the umask gives any other file
+        os.chmod(tmp, 0o666 & ~current_umask())
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = free_bytes(path.parent) < DISK_FULL_BYTES
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or (full and isinstance(e, Exception)):
+            reason = "no space left on device" if full else (e.strerror or str(e))
+            raise NnlabError(f"{path}: cannot write ({short(reason)})") from None
         raise
 
 
@@ -57,7 +86,60 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file nnlab wrote (config, summary, study and variant files): a
+    missing, unreadable, non-JSON or non-object file is the user's error, named."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NnlabError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise NnlabError(f"{path}: unreadable ({short(e)})") from None
+    except json.JSONDecodeError as e:
+        raise NnlabError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(value, dict):
+        raise NnlabError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def make_folder(path: Path) -> None:
+    """mkdir -p, with the failures a user causes (a file in the way, no permission, a full
+    disk) as one line naming the folder."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NnlabError(f"{path}: a file is in the way (not a folder)") from None
+    except NotADirectoryError:
+        raise NnlabError(f"{path}: a parent of it is a file, not a folder") from None
+    except OSError as e:
+        raise NnlabError(f"{path}: cannot create the folder ({e.strerror})") from None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on `folder/.lock`, held until the block ends (or the process dies:
+    the kernel drops it, so a killed run never leaves a stale lock). A second nnlab process
+    that wants the same folder fails at once with one line naming the holder."""
+    path = folder / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+    except OSError as e:
+        raise NnlabError(f"{folder}: cannot lock the folder ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise NnlabError(f"{folder}: in use by another nnlab process ({short(holder, 200)}); "
+                             "wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
 
 
 class RunDir:
@@ -69,18 +151,41 @@ class RunDir:
     # -- creation and existence -------------------------------------------------------------
     @classmethod
     def check_new(cls, path: str | Path) -> None:
-        """Fail unless `path` is free for a new run (missing or an empty folder)."""
+        """Fail unless `path` is free for a new run (missing or an empty folder) and could be
+        made: checked before the (slow) data loading, so a typo costs nothing."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise NnlabError(f"{path}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise NnlabError(f"{path}: cannot create the folder ({parent} is not writable)")
+        if path.exists() and (not path.is_dir() or any(p.name != LOCK for p in path.iterdir())):
             hint = "resume it with --resume" if (path / CONFIG).exists() else "pick another"
-            raise NnlabError(f"{path}: folder exists and is not empty ({hint})")
+            what = "folder exists and is not empty" if path.is_dir() else "a file is in the way"
+            raise NnlabError(f"{path}: {what} ({hint})")
 
     @classmethod
     def create(cls, path: str | Path) -> RunDir:
+        """Make the (missing or empty) folder; `lock()` it, then `check_new` again."""
         cls.check_new(path)
         run = cls(path)
-        run.path.mkdir(parents=True, exist_ok=True)
+        make_folder(run.path)
         return run
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this folder's writer lock while training, resuming or running a study in it."""
+        with folder_lock(self.path):
+            yield
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the `.NAME.*.tmp` files a process killed inside `atomic_write` left (call
+        with the lock held: no other writer can be half-way through one)."""
+        for tmp in self.path.rglob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -100,17 +205,22 @@ class RunDir:
         atomic_write_json(self.path / CONFIG, config)
 
     def read_config(self) -> dict[str, Any]:
-        return self._read_json(CONFIG)
+        """config.json, checked for the two objects every reader needs."""
+        saved = self._read_json(CONFIG)
+        for key in ("config", "task_info"):
+            if not isinstance(saved.get(key), dict):
+                raise NnlabError(f"{self.path / CONFIG}: not an nnlab run config (no `{key}` object)")
+        return saved
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Rewrite metrics.jsonl atomically with one more line (it stays small: one per epoch)."""
-        lines = [json.dumps(r) for r in self.read_metrics()] + [json.dumps(record)]
+        lines = [json.dumps(r, allow_nan=False) for r in [*self.read_metrics(), record]]
         atomic_write_text(self.path / METRICS, "\n".join(lines) + "\n")
 
     def truncate_metrics(self, epochs: int) -> None:
         """Drop epochs after `epochs`: they belong to a run killed before its checkpoint."""
         kept = [r for r in self.read_metrics() if r["epoch"] <= epochs]
-        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / METRICS
@@ -132,13 +242,7 @@ class RunDir:
         return self._read_json(SUMMARY)
 
     def _read_json(self, name: str) -> dict[str, Any]:
-        path = self.path / name
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise NnlabError(f"{path}: missing") from None
-        except json.JSONDecodeError as e:
-            raise NnlabError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        return read_json(self.path / name)
 
     # -- weights and checkpoints ------------------------------------------------------------
     def save_best(self, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -158,13 +262,20 @@ class RunDir:
         atomic_write(self.path / LAST, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint, read with `weights_only=True`: tensors, numbers, strings and
+        containers only, so a crafted file cannot run code (it is refused instead)."""
         path = self.path / LAST
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise NnlabError(f"{path}: unreadable checkpoint ({e})") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise NnlabError(f"{path}: unreadable or unsafe checkpoint ({short(first)})") from None
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
+        if missing:
+            raise NnlabError(f"{path}: not an nnlab checkpoint (missing {', '.join(missing)})")
+        return checkpoint
 
     @property
     def plots(self) -> Path:

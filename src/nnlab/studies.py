@@ -12,7 +12,7 @@ interrupted ones (a rerun continues the study), then writes OUT/report.html and 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 import shutil
 import sys
@@ -27,10 +27,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from nnlab import distributed
+from nnlab.config import RunConfig
 from nnlab.data.images import GENERATED
 from nnlab.data.locate import find_data
 from nnlab.errors import NnlabError
-from nnlab.runs import RunDir, atomic_write_json
+from nnlab.runs import LOCK, RunDir, atomic_write_json, folder_lock, make_folder, read_json
 
 BUDGETS = ("quick", "full")
 BASELINES = ("glove-cosine", "minilm-cosine")
@@ -76,8 +77,9 @@ class Study:
 
 
 def slug(name: str) -> str:
-    """A folder name for a variant name: "cnn + dropout" -> "cnn-dropout"."""
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "variant"
+    """A folder name for a variant name: "cnn + dropout" -> "cnn-dropout". Empty when the name
+    has no letter or digit ("." or ".." must never name a folder: load_study refuses them)."""
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")
 
 
 def experiments_roots() -> list[Path]:
@@ -152,6 +154,10 @@ def load_study(name: str) -> Study:
         baselines.append(Baseline(need(b, "name", f"baselines[{i}]"), kind))
     if not variants:
         raise NnlabError(f"{path}: no [[variants]]")
+    for named in [*variants, *baselines]:
+        if not named.folder:
+            raise NnlabError(f"{path}: variant name {named.name!r} has no letter or digit to name "
+                             "its folder")
     folders = [v.folder for v in variants] + [b.folder for b in baselines]
     if len(set(folders)) != len(folders):
         raise NnlabError(f"{path}: two variants share a name (folders {folders})")
@@ -173,8 +179,7 @@ def resolve_data(task: str, data: str | None, console: Console) -> str:
 def run_study(study: Study, budget: str, data: str | None, out: Path, console: Console,
               sets: list[str] | None = None, test: bool = False, progress: bool = True) -> Path:
     """Train (or resume, or skip) every variant, run the baselines, write the report."""
-    from nnlab.experiment import resolve_config, resume_run, train_run
-    from nnlab.report import build_report
+    from nnlab.experiment import resolve_config
 
     if budget not in BUDGETS:
         raise NnlabError(f"--budget {budget}: unknown (choose from {', '.join(BUDGETS)})")
@@ -186,13 +191,25 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
                for v in study.variants}
     main = distributed.current().main  # under torchrun, rank 0 alone writes
     if main:
-        _claim_folder(out, study, budget, found, sets)
-    distributed.barrier()
+        make_folder(out)
+    with folder_lock(out) if main else contextlib.nullcontext():  # one study process per folder
+        if main:
+            _claim_folder(out, study, budget, found, sets)
+        distributed.barrier()
+        return _run_variants(study, budget, found, out, console, configs, sets, test, progress)
+
+
+def _run_variants(study: Study, budget: str, found: str, out: Path, console: Console,
+                  configs: dict[str, RunConfig], sets: list[str], test: bool, progress: bool) -> Path:
+    from nnlab.experiment import resume_run, train_run
+    from nnlab.report import build_report
+
+    main = distributed.current().main
     console.print(f"[bold]{escape(study.title)}[/]: {len(study.variants)} variants, budget {budget}, "
-                  f"data {found}")
+                  f"data {escape(found)}")
     paths = []
     for v in study.variants:
-        path = out / "runs" / v.folder
+        path = _variant_path(out, v.folder)
         paths.append(path)
         state = None
         if main:  # rank 0 sees the study folder; the others follow its reading
@@ -218,7 +235,7 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
         return out / "report.html"
     notes = list(study.notes)
     for b in study.baselines:
-        path = out / "runs" / b.folder
+        path = _variant_path(out, b.folder)
         if not (path.is_dir() and RunDir(path).finished):
             try:
                 run_baseline(b, found, path, console)
@@ -236,12 +253,22 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
     return report
 
 
+def _variant_path(out: Path, folder: str) -> Path:
+    """`out/runs/<folder>`, checked to lie directly in `out/runs`: the study deletes and
+    replaces folders there, and must never reach another variant's or anything outside."""
+    runs = (out / "runs").resolve()
+    path = runs / folder
+    if not folder or folder in (".", "..") or path.resolve().parent != runs:
+        raise NnlabError(f"variant folder {folder!r}: not a folder name inside {out / 'runs'}")
+    return out / "runs" / folder
+
+
 def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[str]) -> None:
     """A study folder holds one study at one budget on one data set: a rerun must match."""
     meta = {"study": study.name, "budget": budget, "data": data, "sets": sets}
     file = out / STUDY_FILE
     if file.is_file():
-        saved = json.loads(file.read_text())
+        saved = read_json(file)
         differs = [k for k in meta if saved.get(k) != meta[k]]
         if differs:
             raise NnlabError(f"{out}: holds study {saved.get('study')!r} (budget "
@@ -249,7 +276,7 @@ def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[st
                              f"{saved.get('sets')}); this run differs in {', '.join(differs)}: "
                              "pass another --out")
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK for p in out.iterdir()):
         raise NnlabError(f"{out}: folder exists, is not empty and holds no study: pass another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(file, meta | {"started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -291,7 +318,7 @@ def _evaluate_test(paths: list[Path], console: Console, notes: list[str]) -> Non
 
 def _is_baseline(path: Path) -> bool:
     summary = path / "summary.json"
-    return summary.is_file() and json.loads(summary.read_text()).get("kind") == "baseline"
+    return summary.is_file() and read_json(summary).get("kind") == "baseline"
 
 
 def run_baseline(b: Baseline, data: str, path: Path, console: Console) -> None:

@@ -51,8 +51,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def rng_states() -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                              "python": random.getstate()}
+    """Every generator's state as tensors, lists and numbers only, so the checkpoint loads with
+    `torch.load(weights_only=True)` (numpy's state would need its classes unpickled)."""
+    algorithm, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"algorithm": algorithm, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": version, "state": list(python_state), "gauss": python_gauss},
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -60,8 +68,10 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    n, p = states["numpy"], states["python"]
+    np.random.set_state((n["algorithm"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -166,6 +176,7 @@ class Trainer:
             record = self._train_epoch(s.epoch + 1)
             # every rank evaluates; rank 0's figures decide, so all ranks choose alike
             val = distributed.broadcast(self.task.evaluate(self.model, "val"))
+            self._check_finite(s.epoch + 1, val)
             record |= {f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)}
             s.epoch += 1
             score = val[metric]
@@ -186,6 +197,15 @@ class Trainer:
             s.history.append(record)
             self._log_epoch(record)
         return self._finish()
+
+    def _check_finite(self, epoch: int, val: dict[str, Any]) -> None:
+        """A NaN or infinite validation figure means the model diverged (or the split is empty):
+        stop with the epoch named, before it is logged, compared or saved as a best."""
+        for key in (self.task.main_metric, "loss"):
+            value = val.get(key)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise NnlabError(f"epoch {epoch}: validation {key} is {value}; the model diverged "
+                                 "(lower optim.lr or set train.grad_clip) or the validation split is empty")
 
     def _should_stop(self) -> bool:
         patience = self.cfg.train.early_stop_patience

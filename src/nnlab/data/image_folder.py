@@ -7,6 +7,7 @@ colour gives 3; every image must have the size of the first one.
 from __future__ import annotations
 
 import io
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +15,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nnlab.data.files import FileTree
-from nnlab.errors import NnlabError
+from nnlab.errors import NnlabError, short
+
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# decode_image refuses these itself, with the file named; Pillow's warning would be a 2nd line
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
@@ -27,11 +32,18 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
     """Bytes of one image file -> (H, W) uint8 for grayscale, (H, W, 3) uint8 for colour."""
     try:
         with Image.open(io.BytesIO(data)) as img:
+            # past Pillow's pixel limit (89M pixels) an image is a decompression bomb, not data;
+            # Pillow itself only warns below twice that limit
+            if img.width * img.height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{img.width}x{img.height} pixels")
             img.load()
             mode = "L" if img.mode in GRAY_MODES else "RGB"
             return np.asarray(img.convert(mode), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise NnlabError(f"{where}: not a readable image ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise NnlabError(f"{where}: image too large ({short(e, 80)}; at most {MAX_PIXELS:,} "
+                         "pixels), refused as a possible decompression bomb") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise NnlabError(f"{where}: not a readable image ({short(e)})") from None
 
 
 def _group(names: list[str], tree: FileTree, split: str) -> dict[str, list[str]]:

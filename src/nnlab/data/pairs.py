@@ -7,14 +7,13 @@ Every error names the file and line.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnlab.data.tokenize import tokenize
-from nnlab.errors import NnlabError
+from nnlab.errors import NnlabError, short
 
 # layout name -> (required header columns or None for headerless, a column, b column,
 #                 score column, score range)
@@ -62,6 +61,8 @@ def read_pairs(path: str | Path, layout: str = "auto", columns: tuple[str, str, 
         raise NnlabError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise NnlabError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise NnlabError(f"{path}: cannot read ({e.strerror})") from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise NnlabError(f"{path}: empty file (expected a header line first)")
@@ -96,18 +97,20 @@ def _rows(path: Path, lines: list[str], first: int, width: int | None, spec: tup
         raise NnlabError(f"data.score_range: {score_range} is not a range")
     data = PairData(str(path), [], [], [], (float(lo), float(hi)), layout)
     ia, ib, iscore = spec
-    # STS files quote nothing and hold stray quote characters: split on tabs, no csv quoting
+    # STS files quote nothing and hold stray quote characters: split on tabs, no quoting (and
+    # no csv module, whose field size limit of 131,072 characters is no limit of the format)
     for number, raw in enumerate(lines, start=first):
         if not raw.strip():
             continue
-        fields = next(csv.reader([raw], delimiter="\t", quoting=csv.QUOTE_NONE))
+        fields = raw.split("\t")
         need = width if width is not None else STS_COLUMNS
         if (width is not None and len(fields) != width) or len(fields) < need:
             raise NnlabError(f"{path}:{number}: {len(fields)} columns, expected {need}")
         try:
             score = float(fields[iscore])
         except ValueError:
-            raise NnlabError(f"{path}:{number}: score {fields[iscore]!r} is not a number") from None
+            raise NnlabError(f"{path}:{number}: score {short(fields[iscore], 40)!r} is not a number"
+                             ) from None
         if not (math.isfinite(score) and lo <= score <= hi):
             raise NnlabError(f"{path}:{number}: score {score:g} is outside [{lo:g}, {hi:g}]")
         a, b = fields[ia].strip(), fields[ib].strip()

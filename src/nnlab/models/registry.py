@@ -65,10 +65,16 @@ def options(name: str, fixed: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
-def create(name: str, task: str, args: dict[str, Any], **supplied: Any) -> nn.Module:
-    """Build a model; `args` are user options (checked by name), `supplied` come from data."""
-    entry = get(name, task)
-    allowed = options(name, tuple(supplied))
+# options that count something (layer sizes, widths, dimensions): at least 1 each
+SIZES = ("hidden_sizes", "widths", "word_dim", "mlp_hidden")
+
+
+def check_args(name: str, task: str, args: dict[str, Any], supplied: tuple[str, ...] = ()
+               ) -> dict[str, Any]:
+    """`args` checked against the model's options (names, types, ranges) without building it,
+    so a bad `--set model.x=...` fails before any data is read. Returns them normalised."""
+    get(name, task)
+    allowed = options(name, supplied)
     for key, value in args.items():
         if key not in allowed:
             known = ", ".join(f"model.{k}" for k in allowed) or "none"
@@ -84,4 +90,23 @@ def create(name: str, task: str, args: dict[str, Any], **supplied: Any) -> nn.Mo
             raise NnlabError(
                 f"model.{key}: expected {type(default).__name__} for {name}, got {value!r}"
             )
+        _check_range(key, value)
+    return args
+
+
+def _check_range(key: str, value: Any) -> None:
+    values = list(value) if isinstance(value, tuple | list) else [value]
+    if key == "dropout" and not all(isinstance(p, int | float) and 0 <= p < 1 for p in values):
+        raise NnlabError(f"model.dropout: each rate must be in [0, 1), got {value!r}")
+    if key in SIZES and not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                for n in values):
+        raise NnlabError(f"model.{key}: each size must be a whole number of at least 1, got {value!r}")
+    if key.endswith("_epochs") and not (isinstance(value, int) and value >= 0):
+        raise NnlabError(f"model.{key}: must be a whole number of 0 or more, got {value!r}")
+
+
+def create(name: str, task: str, args: dict[str, Any], **supplied: Any) -> nn.Module:
+    """Build a model; `args` are user options (checked by name), `supplied` come from data."""
+    entry = get(name, task)
+    args = check_args(name, task, args, tuple(supplied))
     return entry.fn(**supplied, **args)
