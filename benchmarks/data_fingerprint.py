@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nnlab.data.files import FileTree
 from nnlab.data.images import load_images
-from nnlab.device import cpu_name
+from nnlab.host import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

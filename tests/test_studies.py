@@ -245,3 +245,50 @@ quoted = "0.457 test F1 (quoted)"
     assert r.code == 0, r.err
     md = (tmp_path / "s2" / "report.md").read_text()
     assert "test span F1" not in md and "No test figures" in md
+
+
+def test_seeds_and_claims_are_measured_and_rebuilt(tmp_path, run_cli):
+    study = write_study(tmp_path, """
+task = "similarity"
+[budgets]
+quick = ["train.epochs=3", "data.limit=600", "schedule.patience=0"]
+[[variants]]
+name = "rnn, dynamic lr"
+config = "similarity/siamese-rnn.toml"
+[[variants]]
+name = "rnn, constant lr"
+config = "similarity/siamese-rnn-constant-lr.toml"
+[[claims]]
+text = "dynamic lr helps"
+pairs = [["rnn, dynamic lr", "rnn, constant lr"]]
+""")
+    out = tmp_path / "s"
+    r = run_cli("reproduce", study, "--out", out, "--data", "generated", "--seeds", "0,1", "--quiet")
+    assert r.code == 0, r.err
+    folders = sorted(p.name for p in (out / "runs").iterdir())
+    assert folders == ["rnn-constant-lr-seed0", "rnn-constant-lr-seed1", "rnn-dynamic-lr-seed0",
+                       "rnn-dynamic-lr-seed1"]
+    seeds = {json.loads((out / "runs" / f / "config.json").read_text())["config"]["train"]["seed"]
+             for f in folders}
+    assert seeds == {0, 1}
+    scores = {f: json.loads((out / "runs" / f / "summary.json").read_text())["val"]["pearson"]
+              for f in folders}
+    diffs = [scores[f"rnn-dynamic-lr-seed{s}"] - scores[f"rnn-constant-lr-seed{s}"] for s in (0, 1)]
+    md = (out / "report.md").read_text()
+    assert "## Claims and seeds" in md and "rnn, dynamic lr (seed 1)" in md
+    mean = (diffs[0] + diffs[1]) / 2
+    assert f"dynamic lr helps: {mean:+.4f} ± " in md, md  # the claim's figure is the runs' own
+    assert "(2 seeds; per seed " in md
+    # patience 0: the plateau schedule cuts after every epoch without improvement, and says so
+    assert "The plateau schedule cut the learning rate" in md
+    rebuilt = tmp_path / "rebuilt"
+    assert run_cli("report", out, "--out", rebuilt).code == 0
+    assert f"dynamic lr helps: {mean:+.4f} ± " in (rebuilt / "report.md").read_text()
+    r = run_cli("reproduce", study, "--out", out, "--data", "generated", "--seeds", "0,1,2")
+    assert r.code == 2 and "differs in seeds" in r.err
+
+
+def test_claims_name_variants_of_the_study(tmp_path):
+    study = write_study(tmp_path, KEYPHRASE_STUDY + '[[claims]]\ntext = "x"\npairs = [["bilstm", "nope"]]\n')
+    with pytest.raises(NnlabError, match=r"claims\[0\].pairs"):
+        load_study(str(study))

@@ -284,14 +284,29 @@ def data_get(name: Annotated[str, typer.Argument(help="cifar10")]) -> None:
     out.print(f"{name}: {path}")
 
 
+def _seed_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise NnlabError(f"--seeds {text!r}: expected whole numbers separated by commas, e.g. 0,1,2"
+                         ) from None
+
+
 @app.command()
 def reproduce(
     study: Annotated[str, typer.Argument(help="a study name (see --list) or a study TOML file")] = "",
-    budget: Annotated[str, typer.Option(help="quick (a 2-core CPU) | full (the reports' epochs)")] = "quick",
+    budget: Annotated[str, typer.Option(
+        help="quick (minutes a variant) | cpu (the reports' claims on 2 CPU cores, hours) | "
+             "full (the reports' epochs, for a GPU)")] = "quick",
     data: Annotated[str | None, typer.Option(help="data; default: $NNLAB_DATA, else generated")] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help="folder for the runs and the report")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every variant")] = None,
     test: Annotated[bool, typer.Option(help="also evaluate on the data's test split")] = False,
+    seeds: Annotated[str | None, typer.Option(
+        help="train every variant once per seed, e.g. 0,1,2; the report gives mean ± sd and "
+             "measures the study's claims over them")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the studies")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
@@ -307,7 +322,7 @@ def reproduce(
         raise NnlabError("--out DIR: required (a folder for the study's runs and report)")
     loaded = studies.load_study(study)
     report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
-                               progress=not quiet)
+                               progress=not quiet, seeds=_seed_list(seeds))
     if distributed.current().main:
         out.print(f"report: {report}")
 
@@ -319,20 +334,28 @@ def report(
     title: Annotated[str | None, typer.Option(help="the report's title")] = None,
 ) -> None:
     """Rebuild a comparative report from finished run folders alone, without training."""
+    from nnlab.claims import Claim
     from nnlab.report import build_report
     from nnlab.runs import read_json
 
     paths: list[Path] = []
+    claims = []
     for d in run_dirs:
         p = Path(d)
         if (p / "runs").is_dir() and not (p / "config.json").exists():  # a study folder
+            if (p / "study.json").is_file():
+                saved = read_json(p / "study.json").get("claims") or []
+                try:
+                    claims += [Claim.from_dict(c) for c in saved]
+                except (KeyError, TypeError, ValueError):
+                    raise NnlabError(f"{p / 'study.json'}: claims are not [{{text, pairs}}]") from None
             runs = [q for q in (p / "runs").iterdir() if (q / "config.json").is_file()]
             paths += sorted(runs, key=lambda q: (str(read_json(q / "config.json").get("created", "")),
                                                  q.name))  # study order
         else:
             paths.append(p)
     html_path = build_report(paths, Path(out_dir), title or f"nnlab report: {len(paths)} runs",
-                             command=["nnlab", *sys.argv[1:]])
+                             command=["nnlab", *sys.argv[1:]], claims=claims)
     out.print(f"report: {html_path}")
 
 

@@ -24,6 +24,7 @@ from nnlab.data.images import ImageData, ImageSource, load_images
 from nnlab.data.locate import require_data
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
+from nnlab.host import native_bf16
 from nnlab.runs import CONFIG, RunDir, atomic_write_json
 from nnlab.tasks.image import (
     ImageTask,
@@ -89,7 +90,10 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
     distributed.barrier()  # every rank checked before rank 0 may create it
     if source is None:
         cfg.data.path = require_data(cfg.task, cfg.data.path)
-    runtime = make_runtime(cfg.train)
+    runtime = make_runtime(cfg.train, TASKS[cfg.task].conv_net)
+    # the config records what `auto` chose on this host, so a resume elsewhere repeats it
+    cfg.train.precision = runtime.precision
+    cfg.train.channels_last = "on" if runtime.channels_last else "off"
     task = TASKS[cfg.task](cfg, runtime, source=source)
     run = RunDir(out)
     trainer, console = _trainer(cfg, task, runtime, run, console, progress)
@@ -129,7 +133,7 @@ def _resume(run: RunDir, console: Console, progress: bool) -> dict[str, Any]:
     main = distributed.current().main
     saved = distributed.broadcast(run.read_config() if main else None)  # other machines may not see it
     cfg = config_mod.from_dict(saved["config"], str(run.path / "config.json"))
-    runtime = make_runtime(cfg.train)
+    runtime = make_runtime(cfg.train, TASKS[cfg.task].conv_net)
     task = TASKS[cfg.task](cfg, runtime)
     _check_same_data(task.info(), saved["task_info"], run)
     trainer, console = _trainer(cfg, task, runtime, run, console, progress)
@@ -215,7 +219,10 @@ def load_run(path: str | Path, device: str = "auto"
     saved = run.read_config()
     cfg = config_mod.from_dict(saved["config"], str(run.path / "config.json"))
     cfg.train.device = device
-    runtime = make_runtime(cfg.train)
+    runtime = make_runtime(cfg.train, TASKS[cfg.task].conv_net)
+    if runtime.amp_dtype is not None and runtime.device.type == "cpu" and not native_bf16():
+        cfg.train.precision = "fp32"  # trained in bf16 (a GPU, an AMX CPU): emulated here, 10x slower
+        runtime = make_runtime(cfg.train, TASKS[cfg.task].conv_net)
     info = saved["task_info"]
     model = MODEL_BUILDERS[cfg.task](cfg, info)
     try:

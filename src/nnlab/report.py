@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 import nnlab
+from nnlab.claims import Claim, lr_cuts, measure, scores_by_variant, seed_rows
 from nnlab.errors import NnlabError
 from nnlab.runs import RunDir, atomic_write, atomic_write_text, read_json
 
@@ -73,7 +74,9 @@ def read_run(path: Path, name: str | None = None) -> RunView:
                          f"`nnlab train --resume {run.path}`")
     variant = _json(run.path / "variant.json")
     summary = run.read_summary()
-    return RunView(name=name or variant.get("variant") or run.path.name, run=run,
+    if name is None and variant.get("variant"):
+        name = str(variant["variant"]) + (f" (seed {variant['seed']})" if variant.get("seeded") else "")
+    return RunView(name=name or run.path.name, run=run,
                    config=run.read_config(), summary=summary,
                    history=[] if summary.get("kind") == "baseline" else run.read_metrics(),
                    val=_json(run.path / "eval" / "val.json"),
@@ -295,8 +298,31 @@ overflow-x:auto}.note{color:#555}details{margin:.4em 0}summary{cursor:pointer}
 .best{font-weight:600}"""
 
 
+def _claims_section(views: list[RunView], claims: list[Claim]
+                    ) -> tuple[list[str], list[list[str]], list[str]]:
+    """Across seeds: per variant mean ± sd of the main metric (a table, when any variant ran
+    more than once), each claim's measured effect, and where plateau schedules cut the lr.
+    Every task's main metric is higher-is-better (accuracy, span F1, Pearson r)."""
+    metric = views[0].summary["main_metric"]
+    trained = [v for v in views if not v.baseline]
+    scores = scores_by_variant([(str(v.variant.get("variant", v.name)), int(v.variant.get("seed", 0)),
+                                 float(v.summary["val"][metric])) for v in trained])
+    rows = seed_rows(scores) if any(len(s) > 1 for s in scores.values()) else []
+    lines = [measure(c, scores, higher_is_better=True).line(label(metric)) for c in claims]
+    cuts = []
+    for v in trained:
+        if v.config["config"]["schedule"]["name"] == "plateau":
+            epochs = lr_cuts(v.history)
+            cuts.append(f"{v.name}: " + (f"after epoch {', '.join(map(str, epochs))}" if epochs
+                                          else "never"))
+    if cuts:
+        lines.append("The plateau schedule cut the learning rate (by its factor): " + "; ".join(cuts) + ".")
+    return ["variant", "seeds", f"val {label(metric)} mean ± sd", "min", "max"], rows, lines
+
+
 def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] | None = None,
-                 names: list[str] | None = None, command: list[str] | None = None) -> Path:
+                 names: list[str] | None = None, command: list[str] | None = None,
+                 claims: list[Claim] | None = None) -> Path:
     """Write out/report.md and out/report.html comparing the given runs; return the HTML path."""
     if not run_paths:
         raise NnlabError("report: no run folders given")
@@ -315,6 +341,7 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     header, rows, same = _rows(views)
     pc_header, pc_rows = _per_class(views)
     pt_header, pt_rows = _per_type(views)
+    seed_header, seed_table, claim_lines = _claims_section(views, claims or [])
     summaries = {v.name: _model_summary(v) for v in trained}
     repro = _reproducibility(views, command)
     notes = notes or []
@@ -328,6 +355,10 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
 
     md = [f"# {_md(title)}", "", _md(headline), "", *[f"{_md(n)}\n" for n in notes],
           _md_table(header, rows), "", _md(caveat), ""]
+    if seed_table or claim_lines:
+        md += ["## Claims and seeds", ""]
+        md += [_md_table(seed_header, seed_table), ""] if seed_table else []
+        md += [*[f"- {_md(line)}" for line in claim_lines], ""]
     if trained:
         md += ["## Training curves", "", f"![training curves of all variants]({overlay.name})", ""]
     if pc_rows:
@@ -353,6 +384,10 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     body = [f"<h1>{html.escape(title)}</h1>", f"<p class=best>{html.escape(headline)}</p>",
             *[f"<p class=note>{html.escape(n)}</p>" for n in notes],
             _html_table(header, rows), f"<p class=note>{html.escape(caveat)}</p>"]
+    if seed_table or claim_lines:
+        body.append("<h2>Claims and seeds</h2>")
+        body += [_html_table(seed_header, seed_table, "plain")] if seed_table else []
+        body += ["<ul>", *[f"<li>{html.escape(line)}</li>" for line in claim_lines], "</ul>"]
     if trained:
         body += ["<h2>Training curves</h2>", _img(overlay, "training curves of all variants")]
     if pc_rows:

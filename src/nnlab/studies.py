@@ -27,13 +27,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from nnlab import distributed
+from nnlab.claims import Claim
 from nnlab.config import RunConfig
 from nnlab.data.images import GENERATED
 from nnlab.data.locate import find_data
 from nnlab.errors import NnlabError
 from nnlab.runs import LOCK, RunDir, atomic_write_json, folder_lock, make_folder, read_json
 
-BUDGETS = ("quick", "full")
+BUDGETS = ("quick", "cpu", "full")  # minutes a variant; the reports' claims on 2 cores; a GPU
 BASELINES = ("glove-cosine", "minilm-cosine")
 STUDY_FILE = "study.json"  # in the study's output folder: what it was started with
 VARIANT_FILE = "variant.json"  # in each run folder: its name and quoted figure in the study
@@ -71,6 +72,7 @@ class Study:
     budgets: dict[str, list[str]]  # budget -> --set overrides for every variant
     variants: list[Variant]
     baselines: list[Baseline]
+    claims: list[Claim] = field(default_factory=list)  # the report's claims, measured over seeds
 
     def overrides(self, variant: Variant, budget: str) -> list[str]:
         return [*self.budgets.get(budget, []), *variant.budgets.get(budget, [])]
@@ -161,8 +163,16 @@ def load_study(name: str) -> Study:
     folders = [v.folder for v in variants] + [b.folder for b in baselines]
     if len(set(folders)) != len(folders):
         raise NnlabError(f"{path}: two variants share a name (folders {folders})")
+    claims = []
+    names = {v.name for v in variants}
+    for i, c in enumerate(raw.get("claims", [])):
+        pairs = need(c, "pairs", f"claims[{i}]", list)
+        if not pairs or not all(isinstance(p, list) and len(p) == 2 and set(p) <= names for p in pairs):
+            raise NnlabError(f"{path}: claims[{i}].pairs must be [with, without] pairs of variant "
+                             "names of this study")
+        claims.append(Claim(need(c, "text", f"claims[{i}]"), tuple((a, b) for a, b in pairs)))
     return Study(path.stem, path, raw.get("title", path.stem), task, list(raw.get("notes", [])),
-                 overrides(raw.get("budgets", {}), "budgets"), variants, baselines)
+                 overrides(raw.get("budgets", {}), "budgets"), variants, baselines, claims)
 
 
 def resolve_data(task: str, data: str | None, console: Console) -> str:
@@ -176,40 +186,59 @@ def resolve_data(task: str, data: str | None, console: Console) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class Job:
+    """One training run of a study: a variant at one seed (seed None: the config's own)."""
+    variant: Variant
+    seed: int | None
+
+    @property
+    def folder(self) -> str:
+        return self.variant.folder if self.seed is None else f"{self.variant.folder}-seed{self.seed}"
+
+
 def run_study(study: Study, budget: str, data: str | None, out: Path, console: Console,
-              sets: list[str] | None = None, test: bool = False, progress: bool = True) -> Path:
-    """Train (or resume, or skip) every variant, run the baselines, write the report."""
+              sets: list[str] | None = None, test: bool = False, progress: bool = True,
+              seeds: list[int] | None = None) -> Path:
+    """Train (or resume, or skip) every variant (at every seed), run the baselines, write the
+    report. `seeds`: each variant once per seed (`train.seed`), and every claim measured over them."""
     from nnlab.experiment import resolve_config
 
     if budget not in BUDGETS:
         raise NnlabError(f"--budget {budget}: unknown (choose from {', '.join(BUDGETS)})")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
+        raise NnlabError(f"--seeds {seeds}: give distinct seeds of 0 or more, e.g. 0,1,2")
     sets = list(sets or [])
     found = resolve_data(study.task, data, console)
+    jobs = [Job(v, s) for v in study.variants for s in (seeds or [None])]
     # every config is checked before anything is trained: a typo fails now, not after an hour
-    configs = {v.folder: resolve_config(study.task, None, str(v.config), data=found,
-                                        sets=[*study.overrides(v, budget), *sets])
-               for v in study.variants}
+    configs = {j.folder: resolve_config(study.task, None, str(j.variant.config), data=found,
+                                        sets=[*study.overrides(j.variant, budget), *sets,
+                                              *([] if j.seed is None else [f"train.seed={j.seed}"])])
+               for j in jobs}
     main = distributed.current().main  # under torchrun, rank 0 alone writes
     if main:
         make_folder(out)
     with folder_lock(out) if main else contextlib.nullcontext():  # one study process per folder
         if main:
-            _claim_folder(out, study, budget, found, sets)
+            _claim_folder(out, study, budget, found, sets, seeds)
         distributed.barrier()
-        return _run_variants(study, budget, found, out, console, configs, sets, test, progress)
+        return _run_variants(study, budget, found, out, console, jobs, configs, sets, test, progress)
 
 
-def _run_variants(study: Study, budget: str, found: str, out: Path, console: Console,
+def _run_variants(study: Study, budget: str, found: str, out: Path, console: Console, jobs: list[Job],
                   configs: dict[str, RunConfig], sets: list[str], test: bool, progress: bool) -> Path:
     from nnlab.experiment import resume_run, train_run
     from nnlab.report import build_report
 
     main = distributed.current().main
-    console.print(f"[bold]{escape(study.title)}[/]: {len(study.variants)} variants, budget {budget}, "
-                  f"data {escape(found)}")
+    seeds = sorted({j.seed for j in jobs if j.seed is not None})
+    console.print(f"[bold]{escape(study.title)}[/]: {len(study.variants)} variants"
+                  f"{f' x {len(seeds)} seeds' if seeds else ''}, budget {budget}, data {escape(found)}")
     paths = []
-    for v in study.variants:
-        path = _variant_path(out, v.folder)
+    for job in jobs:
+        v = job.variant
+        path = _variant_path(out, job.folder)
         paths.append(path)
         state = None
         if main:  # rank 0 sees the study folder; the others follow its reading
@@ -218,19 +247,21 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
             if state == "new" and path.exists():  # started, but no epoch finished: start again
                 shutil.rmtree(path)
         state = distributed.broadcast(state)
+        label = v.name if job.seed is None else f"{v.name} (seed {job.seed})"
         if state == "finished":
-            console.print(f"[dim]{escape(v.name)}: already finished, skipped[/]")
+            console.print(f"[dim]{escape(label)}: already finished, skipped[/]")
         else:
-            console.rule(escape(v.name))
+            console.rule(escape(label))
             if state == "resume":
                 resume_run(path, console, progress)
             else:
-                train_run(configs[v.folder], path, console, progress=progress)
+                train_run(configs[job.folder], path, console, progress=progress)
         if not main:
             continue
         atomic_write_json(path / VARIANT_FILE, {
             "study": study.name, "variant": v.name, "quoted": v.quoted, "budget": budget,
-            "config_file": str(v.config), "overrides": [*study.overrides(v, budget), *sets]})
+            "config_file": str(v.config), "overrides": [*study.overrides(v, budget), *sets],
+            "seed": configs[job.folder].train.seed, "seeded": job.seed is not None})
     if not main:
         return out / "report.html"
     notes = list(study.notes)
@@ -249,7 +280,8 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
             _evaluate_test(paths, console, notes)
     notes.append(_budget_note(study, budget, found))
     report = build_report(paths, out, title=study.title, notes=notes,
-                          command=["nnlab", *sys.argv[1:]] if sys.argv else None)
+                          command=["nnlab", *sys.argv[1:]] if sys.argv else None,
+                          claims=study.claims)
     return report
 
 
@@ -263,9 +295,11 @@ def _variant_path(out: Path, folder: str) -> Path:
     return out / "runs" / folder
 
 
-def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[str]) -> None:
-    """A study folder holds one study at one budget on one data set: a rerun must match."""
-    meta = {"study": study.name, "budget": budget, "data": data, "sets": sets}
+def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[str],
+                  seeds: list[int] | None = None) -> None:
+    """A study folder holds one study at one budget on one data set (and seeds): a rerun must
+    match. The claims are kept beside, so `nnlab report DIR` can measure them again."""
+    meta = {"study": study.name, "budget": budget, "data": data, "sets": sets, "seeds": seeds}
     file = out / STUDY_FILE
     if file.is_file():
         saved = read_json(file)
@@ -280,7 +314,8 @@ def _claim_folder(out: Path, study: Study, budget: str, data: str, sets: list[st
         raise NnlabError(f"{out}: folder exists, is not empty and holds no study: pass another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(file, meta | {"started": datetime.now(UTC).isoformat(timespec="seconds"),
-                                    "command": ["nnlab", *sys.argv[1:]]})
+                                    "command": ["nnlab", *sys.argv[1:]],
+                                    "claims": [c.to_dict() for c in study.claims]})
 
 
 def data_label(data: str) -> str:

@@ -28,8 +28,9 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 import nnlab
 from nnlab import distributed
 from nnlab.config import RunConfig
-from nnlab.device import Runtime, cpu_name
+from nnlab.device import Runtime
 from nnlab.errors import NnlabError
+from nnlab.host import cpu_name
 from nnlab.optim import Lookahead, build_optimizer, build_scheduler
 from nnlab.runs import RunDir
 from nnlab.tasks.base import Task

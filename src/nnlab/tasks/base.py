@@ -37,6 +37,7 @@ class Task(Protocol):
     train_metric: str  # the cheap metric tracked during training (may equal main_metric)
     higher_is_better: bool
     unit: str  # what an example is called in throughput figures ("images", "sentences")
+    conv_net: bool  # its models are convolution nets: bf16 + channels-last where the CPU has bf16
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model (data-dependent initialisation included)."""

@@ -82,6 +82,7 @@ class ImageTask:
     train_metric = "accuracy"
     higher_is_better = True
     unit = "images"
+    conv_net = True  # bf16 + channels-last on a CPU with native bf16 (device.make_runtime)
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, source: ImageSource | None = None):
         self.cfg = cfg

@@ -175,6 +175,7 @@ class KeyphraseTask:
     train_metric = "token_accuracy"
     higher_is_better = True
     unit = "sentences"
+    conv_net = False  # recurrent nets: fp32 on CPU
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, source: KeyphraseSource | None = None):
         self.cfg, self.runtime = cfg, runtime

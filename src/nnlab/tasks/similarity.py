@@ -132,6 +132,7 @@ class SimilarityTask:
     train_metric = "mse"
     higher_is_better = True
     unit = "pairs"
+    conv_net = False  # recurrent nets: fp32 on CPU
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, source: PairSource | None = None):
         self.cfg, self.runtime = cfg, runtime
