@@ -34,18 +34,14 @@ from rich.table import Table
 DEFAULT_CONFIGS = ["fast (defaults):"]
 
 
-def bf16_matmul_gflops() -> float:
-    """This host's speed on the work that dominates here (bf16 matrix products), so rows
-    measured on different hosts of the same nominal size can be compared: the 2-core
-    machines this project runs on have differed by 1.7x between sessions."""
-    import torch
+def host_gflops() -> dict:
+    """This host's reference speeds (nnlab.host: fp32 and bf16 matrix products and a 3x3
+    convolution, each probe bounded to a second), so rows measured on different hosts of the
+    same nominal size can be compared: the 2-core machines this project runs on have differed by
+    1.7x between sessions, and one computes bf16 only by emulation (0.8 against 110 GFLOP/s)."""
+    from nnlab.host import reference_speeds
 
-    a, b = torch.randn(2048, 2048).bfloat16(), torch.randn(2048, 2048).bfloat16()
-    a @ b
-    start = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    return 10 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+    return reference_speeds()
 
 
 def run_config(label: str, args: list[str], data: str, seed: int, out_root: Path) -> dict:
@@ -53,7 +49,7 @@ def run_config(label: str, args: list[str], data: str, seed: int, out_root: Path
     model = [] if "--model" in args else ["--model", "fast"]
     cmd = [sys.executable, "-m", "nnlab", "train", "image", *model, "--data", data,
            "--out", str(out), "--quiet", "--set", f"train.seed={seed}", *args]
-    host_gflops = bf16_matmul_gflops()
+    host = host_gflops()
     log = out_root / f"{out.name}.log"
     start = time.perf_counter()
     with log.open("w") as sink:
@@ -71,7 +67,8 @@ def run_config(label: str, args: list[str], data: str, seed: int, out_root: Path
         "val_accuracy_last_epoch_plain": history[-1]["val_accuracy"],
         "images_per_s": summary["images_per_s"], "precision": summary["precision"],
         "peak_rss_mib": usage.ru_maxrss / 1024, "parameters": summary["parameters"],
-        "host_cpu": summary.get("host", {}).get("cpu"), "host_bf16_gflops": host_gflops,
+        "host_cpu": summary.get("host", {}).get("cpu"), "host_bf16_gflops": host["matmul_bf16_gflops"],
+        "host": host,
         "command": shlex.join(["nnlab", *cmd[3:]]),
     }
 
