@@ -93,7 +93,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
     early_stop_patience: int = 0  # epochs without validation improvement; 0 disables
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp64 (checks)
+    precision: str = "auto"  # auto (bf16 on CUDA and for conv nets on native-bf16 CPUs) | fp32 | bf16 | fp64
     channels_last: str = "auto"  # auto (on CUDA, or with bf16) | on | off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads; 0 keeps torch's default

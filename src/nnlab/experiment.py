@@ -25,7 +25,7 @@ from nnlab.data.locate import require_data
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
 from nnlab.host import native_bf16
-from nnlab.runs import CONFIG, RunDir, atomic_write_json
+from nnlab.runs import LAST, RunDir, atomic_write_json
 from nnlab.tasks.image import (
     ImageTask,
     build_classifier,
@@ -101,19 +101,19 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
         return _fit_and_finish(trainer, task, run, console)
     RunDir.create(out)  # only now, with data and model known good
     with run.lock():
+        RunDir.check_new(out)  # again, holding the lock: another process may have started here
+        run.write_config({
+            "config": cfg.to_dict(), "task_info": task.info(),
+            "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "world_size": d.world,
+        })
         try:
-            RunDir.check_new(out)  # again, holding the lock: another process may have started here
-            run.write_config({
-                "config": cfg.to_dict(), "task_info": task.info(),
-                "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "world_size": d.world,
-            })
             _describe(console, cfg, task, runtime, trainer)
             return _fit_and_finish(trainer, task, run, console)
         except BaseException:
-            # nothing to resume yet (failed or killed in the first epoch): leave no folder behind
-            # that would block rerunning the same command
-            if run.path.is_dir() and not (run.path / "last.pt").exists() and (run.path / CONFIG).exists():
+            # nothing to resume yet (failed or interrupted in the first epoch): remove the
+            # folder this process made, so the same command can simply run again
+            if not (run.path / LAST).exists():
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
 

@@ -73,7 +73,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        full = free_bytes(path.parent) < DISK_FULL_BYTES
+        try:
+            full = free_bytes(path.parent) < DISK_FULL_BYTES
+        except OSError:
+            full = False
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) or (full and isinstance(e, Exception)):
             reason = "no space left on device" if full else (e.strerror or str(e))
@@ -270,8 +273,11 @@ class RunDir:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise NnlabError(f"{path}: unreadable or unsafe checkpoint ({short(first)})") from None
+            # torch's message is a page that ends by suggesting weights_only=False: quote the
+            # line that names what was refused (an "Unsupported global"), else its first line
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            reason = next((line for line in lines if "Unsupported" in line), lines[0])
+            raise NnlabError(f"{path}: unreadable or unsafe checkpoint ({short(reason)})") from None
         missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
         if missing:
             raise NnlabError(f"{path}: not an nnlab checkpoint (missing {', '.join(missing)})")

@@ -210,7 +210,11 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
         raise NnlabError(f"--seeds {seeds}: give distinct seeds of 0 or more, e.g. 0,1,2")
     sets = list(sets or [])
     found = resolve_data(study.task, data, console)
-    jobs = [Job(v, s) for v in study.variants for s in (seeds or [None])]
+    # seed by seed: a study stopped early still has every comparison at its first seeds
+    jobs = [Job(v, s) for s in (seeds or [None]) for v in study.variants]
+    folders = [j.folder for j in jobs] + [b.folder for b in study.baselines]
+    if len(set(folders)) != len(folders):
+        raise NnlabError(f"{study.path}: variant names collide with seed folders ({folders})")
     # every config is checked before anything is trained: a typo fails now, not after an hour
     configs = {j.folder: resolve_config(study.task, None, str(j.variant.config), data=found,
                                         sets=[*study.overrides(j.variant, budget), *sets,
@@ -264,6 +268,8 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
             "seed": configs[job.folder].train.seed, "seeded": job.seed is not None})
     if not main:
         return out / "report.html"
+    rank = {v.name: i for i, v in enumerate(study.variants)}  # the report lists variant by variant
+    paths = [p for _, p in sorted(zip(jobs, paths, strict=True), key=lambda jp: rank[jp[0].variant.name])]
     notes = list(study.notes)
     for b in study.baselines:
         path = _variant_path(out, b.folder)
