@@ -273,7 +273,7 @@ class RunDir:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            # torch's message is a page that ends by suggesting weights_only=False: quote the
+            # torch's message is a page that ends by suggesting an unsafe load: quote the
             # line that names what was refused (an "Unsupported global"), else its first line
             lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
             reason = next((line for line in lines if "Unsupported" in line), lines[0])
