@@ -24,8 +24,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from nnlab import tasks
 from nnlab.data.images import load_images
-from nnlab.data.locate import require_data
 from nnlab.device import make_runtime
 from nnlab.experiment import resolve_config, train_run
 from nnlab.tasks.image import ImageTask
@@ -42,13 +42,13 @@ def throughput(model: str, data: str, steps: int = 6, batch: int = 128) -> float
     """Training images/s of `model` over a few steps after one warm-up step."""
     cfg = resolve_config("image", model, data=data, sets=[f"data.batch_size={batch}"])
     runtime = make_runtime(cfg.train)
-    task = ImageTask(cfg, runtime)
+    task = ImageTask.for_training(cfg, runtime)
     with tempfile.TemporaryDirectory() as tmp:
         from nnlab.runs import RunDir
 
         trainer = Trainer(task, cfg, runtime, RunDir(tmp), progress=False)
         gen = torch.Generator().manual_seed(0)
-        batches = task.train_batches(gen)
+        batches = task.train_batches(gen, 1)
         start = None
         for i in range(steps + 1):
             if i == 1:
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/image_baselines.json")
     args = parser.parse_args()
     console = Console(stderr=True)
-    data = require_data("image", args.data)
+    data = tasks.require_data(tasks.get("image"), args.data)
 
     load_images(data)  # decode once (or hit the cache)
     t = time.perf_counter()

@@ -35,7 +35,7 @@ def measure(model_name: str, batch: int, steps: int) -> dict:
         f"data.batch_size={batch}", f"data.limit={batch * steps}", "data.augment='none'",
         "train.lookahead=false", "train.precision='fp32'"])
     runtime = make_runtime(cfg.train)
-    task = ImageTask(cfg, runtime)
+    task = ImageTask.for_training(cfg, runtime)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(task, cfg, runtime, RunDir(tmp), progress=False)
         batches = list(task.train_batches(torch.Generator().manual_seed(0), 1))

@@ -207,19 +207,17 @@ def test_demo_picks_each_tasks_data_under_a_root(tmp_path):
 
 
 def test_per_type_table_only_for_typed_spans():
-    from types import SimpleNamespace
-
-    from nnlab.report import _per_type
+    from nnlab import tasks
 
     def view(name, per_type):
-        return SimpleNamespace(name=name, val={"per_type": per_type})
+        return name, {"per_type": per_type}
 
     typed = [view("a", {"Task": {"f1": 0.25, "support": 7}, "Process": {"f1": 0.5, "support": 3}}),
              view("b", {"Task": {"f1": 0.75, "support": 7}})]
-    header, rows = _per_type(typed)
-    assert header == ["type", "gold spans", "a", "b"]
-    assert rows == [["Process", "3", "0.500", "–"], ["Task", "7", "0.250", "0.750"]]
-    assert _per_type([view("a", {"KEY": {"f1": 0.4, "support": 9}})]) == ([], [])
+    (section,) = tasks.get("keyphrase").report_sections(typed)
+    assert section.header == ["type", "gold spans", "a", "b"]
+    assert section.rows == [["Process", "3", "0.500", "–"], ["Task", "7", "0.250", "0.750"]]
+    assert tasks.get("keyphrase").report_sections([view("a", {"KEY": {"f1": 0.4, "support": 9}})]) == []
 
 
 def test_reproduce_test_flag_adds_test_figures_only_when_asked(tmp_path, run_cli):

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from nnlab import tasks
 from nnlab.errors import NnlabError, short
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,7 +29,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def train(
-    task: Annotated[str | None, typer.Argument(help="image | keyphrase | similarity")] = None,
+    task: Annotated[str | None, typer.Argument(help=" | ".join(tasks.names()))] = None,
     model: Annotated[str | None, typer.Option(help="registered model name (see `nnlab models`)")] = None,
     data: Annotated[str | None, typer.Option(help="data folder/archive, or 'generated'")] = None,
     epochs: Annotated[int | None, typer.Option(help="number of epochs")] = None,
@@ -72,104 +73,16 @@ def evaluate(
     if as_json:
         print(json.dumps(result, allow_nan=False))
         return
-    if "span_f1" in result:
-        _print_keyphrase_eval(result)
-        return
-    if "pearson" in result:
-        out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} pairs): "
-                  f"Pearson r {result['pearson']:.4f}, Spearman rho {result['spearman']:.4f}, "
-                  f"MSE {result['mse']:.4f}")
-        if "note" in result:
-            out.print(f"  note: {result['note']}")
-        return
-    out.print(f"{result['model']} on {result['data']} ({result['split']}, {result['n']:,} images): "
-              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
-    for name, m in result["per_class"].items():
-        acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.4f}"
-        out.print(f"  {name:>14}  accuracy {acc}  ({m['support']} images)")
-
-
-def _print_keyphrase_eval(r: dict) -> None:
-    out.print(f"{r['model']} on {r['data']} ({r['split']}, {r['n']:,} sequences, "
-              f"{r['tokens']:,} tokens)")
-    out.print(f"  keyphrases (exact match): F1 {r['span_f1']:.4f}  precision "
-              f"{r['span_precision']:.4f}  recall {r['span_recall']:.4f}  "
-              f"({r['spans_gold']:,} gold, {r['spans_predicted']:,} predicted)")
-    out.print(f"  tokens: accuracy {r['token_accuracy']:.4f}; keyword-token F1 {r['token_f1']:.4f} "
-              f"(precision {r['token_precision']:.4f}, recall {r['token_recall']:.4f})")
-    if len(r["per_type"]) > 1:
-        for name, m in r["per_type"].items():
-            out.print(f"  {name:>14}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
-                      f"recall {m['recall']:.4f}  ({m['support']} gold)")
-    if r["repaired_spans"]:
-        out.print(f"  note: {r['repaired_spans']} gold spans open with an I- tag (read as B-)")
-    if r["unseen_types"]:
-        out.print(f"  note: span types the run never saw: {', '.join(r['unseen_types'])}")
-
-
-def _run_task(run_dir: str) -> str:
-    from nnlab.config import TASKS
-    from nnlab.runs import CONFIG, RunDir
-
-    run = RunDir.open(run_dir)
-    task = run.read_config()["config"].get("task")
-    if task not in TASKS:
-        raise NnlabError(f"{run.path / CONFIG}: unknown task {task!r} (choose from {', '.join(TASKS)})")
-    return task
-
-
-def _read_texts(inputs: list[str], files: bool) -> list[str]:
-    texts = []
-    for item in inputs:
-        if item == "-":
-            texts.append(sys.stdin.read())
-        elif files:
-            path = Path(item)
-            if not path.is_file():
-                raise NnlabError(f"{item}: no such file")
-            try:
-                texts.append(path.read_text(encoding="utf-8"))
-            except UnicodeDecodeError:
-                raise NnlabError(f"{item}: not UTF-8 text") from None
-        else:
-            texts.append(item)
-    return texts
-
-
-def _read_pairs(inputs: list[str], pairs_file: str | None) -> list[tuple[str, str]]:
-    if pairs_file is None:
-        if len(inputs) != 2:
-            raise NnlabError(f"predict: a similarity run takes two sentences (got {len(inputs)}) "
-                             "or --pairs FILE.tsv")
-        return [(inputs[0], inputs[1])]
-    if inputs:
-        raise NnlabError("predict: give two sentences or --pairs FILE, not both")
-    path = Path(pairs_file)
-    if not path.is_file():
-        raise NnlabError(f"{pairs_file}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise NnlabError(f"{pairs_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    found = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) < 2:
-            raise NnlabError(f"{pairs_file}:{number}: expected 'sentence<TAB>sentence'")
-        found.append((fields[0], fields[1]))
-    if not found:
-        raise NnlabError(f"{pairs_file}: no sentence pairs")
-    return found
+    for line in tasks.get(result["task"]).format_evaluation(result):
+        out.print(line)
 
 
 @app.command()
 def predict(
     run_dir: Annotated[str, typer.Argument(help="run folder")],
-    inputs: Annotated[list[str] | None, typer.Argument(
-        help="image files; keyphrase: texts ('-' reads stdin); similarity: two sentences")] = None,
-    files: Annotated[bool, typer.Option("--files", help="keyphrase: inputs are text files")] = False,
+    inputs: Annotated[list[str] | None, typer.Argument(help="; ".join(
+        f"{t}: {tasks.get(t).predict_help}" for t in tasks.names()))] = None,
+    files: Annotated[bool, typer.Option("--files", help="text runs: inputs are text files")] = False,
     pairs: Annotated[str | None, typer.Option(
         help="similarity: a TSV file of sentence pairs (two columns) to score")] = None,
     top_k: Annotated[int, typer.Option(help="classes to show per image")] = 3,
@@ -177,39 +90,17 @@ def predict(
                        ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
-    """Top-k classes for each image file, the keyphrases of each text, or a pair's similarity."""
+    """The run's predictions on new inputs: classes of images, keyphrases of texts, a pair's
+    similarity (whatever the run's task predicts)."""
     from nnlab import experiment
 
-    inputs = inputs or []
-    task = _run_task(run_dir)
-    if task == "similarity":
-        scored = experiment.predict_similarity(run_dir, _read_pairs(inputs, pairs), device)
-        if as_json:
-            print(json.dumps(scored, allow_nan=False))
-            return
-        for r in scored:
-            out.print(f"{r['score']:.3f}" if len(scored) == 1 else f"{r['score']:.3f}\t{r['a']}\t{r['b']}",
-                      markup=False, highlight=False)
-        return
-    if not inputs:
-        raise NnlabError("predict: give at least one input")
-    if task == "keyphrase":
-        found = experiment.predict_keyphrases(run_dir, _read_texts(inputs, files), device)
-        if as_json:
-            print(json.dumps(found, allow_nan=False))
-            return
-        for i, r in enumerate(found, start=1):
-            phrases = "; ".join(k["text"] for k in r["keyphrases"]) or "(none found)"
-            out.print(f"{i}: {phrases}" if len(found) > 1 else phrases, markup=False,
-                      highlight=False)
-        return
-    results = experiment.predict_images(run_dir, inputs, top_k, device)
+    options = tasks.PredictOptions(files=files, pairs=pairs, top_k=top_k)
+    task, results = experiment.predict_run(run_dir, inputs or [], options, device)
     if as_json:
         print(json.dumps(results, allow_nan=False))
         return
-    for r in results:
-        ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-        out.print(f"{r['file']}: {ranked}")
+    for line in task.format_predictions(results):
+        out.print(line)
 
 
 @app.command("models")
@@ -222,56 +113,34 @@ def list_models(
     from rich.table import Table
 
     from nnlab import models
-    from nnlab.models.summary import layer_table
+    from nnlab.config import RunConfig
+    from nnlab.device import make_runtime
 
     if name is None:
-        for task in sorted({models.get(n).task for n in models.names()}):
+        for task in tasks.names():
             out.print(task, style="bold")
             for n in models.names(task):
                 out.print(f"  {n:<24} {models.get(n).description}")
         return
     entry = models.get(name)
-    if entry.task in ("keyphrase", "similarity"):
-        _describe_text_model(name, entry)
-        return
     try:
         c, h, w = (int(v) for v in input_shape.split(","))
     except ValueError:
         raise NnlabError(f"--input-shape {input_shape}: expected C,H,W") from None
-    net = models.create(name, entry.task, {}, in_channels=c, num_classes=classes, image_size=(h, w))
+    kind = tasks.get(entry.task)
+    cfg = RunConfig(task=kind.name)
+    cfg.model.name = name
+    task = kind.for_run(cfg, make_runtime(cfg.train), kind.example_info((c, h, w), classes))
+    net = task.build_model()
+    header, rows = task.model_table(net)
     table = Table(title=f"{name} ({entry.task}): {entry.description}")
-    for col in ("layer", "type", "output shape", "parameters"):
+    for col in header:
         table.add_column(col, justify="right" if col == "parameters" else "left")
-    for row in layer_table(net, (c, h, w)):
-        table.add_row(row.name, row.kind, "x".join(map(str, row.output_shape)),
-                      f"{row.parameters:,}" if row.parameters else "")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
     out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
-    out.print(f"options: {models.options(name, ('in_channels', 'num_classes', 'image_size'))}")
-    out.print(f"recipe: {entry.recipe}")
-
-
-def _describe_text_model(name: str, entry) -> None:
-    """Layers and parameters of a text model for a 20,000-word vocabulary (taggers: BIO tags of
-    one type, 100 characters; similarity: scores 1-5)."""
-    from rich.table import Table
-
-    from nnlab import models
-    from nnlab.data.tags import tag_set
-    from nnlab.models.summary import parameter_table
-
-    supplied = ({"vocab_size": 20_000, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
-                 "num_chars": 100} if entry.task == "keyphrase"
-                else {"vocab_size": 20_000, "score_range": (1.0, 5.0)})
-    net = models.create(name, entry.task, {}, **supplied)
-    table = Table(title=f"{name} ({entry.task}): {entry.description}; 20,000 words")
-    for col in ("layer", "module", "parameters"):
-        table.add_column(col, justify="right" if col == "parameters" else "left")
-    for mod_name, kind, own in parameter_table(net):
-        table.add_row(mod_name, kind, f"{own:,}")
-    out.print(table)
-    out.print(f"parameters: {sum(p.numel() for p in net.parameters()):,}")
-    out.print(f"options: {models.options(name, (*supplied, 'frozen_words'))}")
+    out.print(f"options: {models.options(name, kind.supplied)}")
     out.print(f"recipe: {entry.recipe}")
 
 

@@ -121,9 +121,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-TASKS = ("image", "keyphrase", "similarity")
-
-
 def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Build a config from a nested dict (a TOML file or a run folder's config.json)."""
     if not isinstance(raw, dict):
@@ -214,6 +211,14 @@ def set_value(cfg: RunConfig, key: str, value: Any, source: str = "--set") -> No
             obj = getattr(obj, part)
 
 
+def get_value(cfg: RunConfig, key: str) -> Any:
+    """The value at a dotted key of the config's tables (`data.augment`)."""
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Convert a parsed value to the field's declared type, or fail with the option's name."""
     origin = typing.get_origin(hint)
@@ -262,25 +267,22 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     return value
 
 
-def check_choices(cfg: RunConfig) -> None:
-    """Reject misspelt choices early, before any data is read or any file written."""
+def check_choices(cfg: RunConfig, task_choices: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Reject misspelt choices early, before any data is read or any file written.
+    `task_choices`: the keys only the run's task reads (`Task.choices`), with their values."""
+    if not isinstance(cfg.task, str) or not cfg.task:
+        raise NnlabError(f"task: expected a task name, got {cfg.task!r}")
     choices = {
-        "task": (cfg.task, TASKS),
-        "data.augment": (cfg.data.augment, ("none", "crop-flip", "keras", "airbench")),
-        "data.tta": (cfg.data.tta, ("none", "flip", "flip-translate")),
         "optim.name": (cfg.optim.name, ("sgd", "muon", "adam", "adamw", "rmsprop", "adadelta")),
         "schedule.name": (
             cfg.schedule.name,
             ("constant", "step", "cosine", "warmup-linear", "plateau"),
         ),
-        "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "bio", "bioes", "binary")),
-        "data.encoding": (cfg.data.encoding, ("bio", "bioes")),
-        "data.invalid_tags": (cfg.data.invalid_tags, ("repair", "error")),
-        "data.train_unit": (cfg.data.train_unit, ("sentence", "document")),
-        "data.pair_layout": (cfg.data.pair_layout, ("auto", "sick", "sts", "tsv")),
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16", "fp64")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "on", "off")),
     }
+    for key, allowed in (task_choices or {}).items():
+        choices[key] = (get_value(cfg, key), allowed)
     if cfg.train.threads < 0:
         raise NnlabError(f"train.threads: must be 0 (torch's default) or more, got {cfg.train.threads}")
     for key, (value, allowed) in choices.items():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from nnlab import tasks
 from nnlab.data.images import GENERATED
-from nnlab.data.locate import TASK_FOLDERS
 from nnlab.errors import NnlabError
 from nnlab.runs import atomic_write_text
 from nnlab.studies import data_label, load_study, run_study
@@ -32,7 +32,7 @@ def _data_for(task: str, root: str | None) -> str | None:
     if not Path(root).is_dir():
         raise NnlabError(f"--data {root}: no such folder (a folder holding cifar10/, "
                          "keyphrase/inspec/, sick/, or 'generated')")
-    for name in TASK_FOLDERS[task]:
+    for name in tasks.get(task).data_folders:
         if (Path(root) / name).exists():
             return str(Path(root) / name)
     return GENERATED

@@ -85,3 +85,14 @@ def token_scores(gold_in_span: torch.Tensor, pred_in_span: torch.Tensor) -> dict
     correct = int((gold_in_span & pred_in_span).sum())
     m = _prf(correct, int(pred_in_span.sum()), int(gold_in_span.sum()))
     return {"token_precision": m["precision"], "token_recall": m["recall"], "token_f1": m["f1"]}
+
+
+def correlations(pred: torch.Tensor, gold: torch.Tensor) -> dict[str, float]:
+    """MSE, Pearson r and Spearman rho of predicted against gold scores (N,)."""
+    from scipy import stats
+
+    p, g = pred.double().numpy(), gold.double().numpy()
+    constant = p.std() == 0  # a constant prediction has no correlation: report 0, not NaN
+    return {"mse": float(((p - g) ** 2).mean()),
+            "pearson": 0.0 if constant else float(stats.pearsonr(p, g)[0]),
+            "spearman": 0.0 if constant else float(stats.spearmanr(p, g)[0])}

@@ -14,6 +14,7 @@ import html
 import os
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,25 +28,15 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 import nnlab
+from nnlab import tasks
 from nnlab.claims import Claim, lr_cuts, measure, scores_by_variant, seed_rows
 from nnlab.errors import NnlabError
 from nnlab.runs import RunDir, atomic_write, atomic_write_text, read_json
+from nnlab.tasks import Task
+from nnlab.tasks.base import fmt
 
 # labels hold user strings (class and variant names): "$\foo$" is text, not mathtext
 matplotlib.rcParams["text.parse_math"] = False
-
-UNITS = {"image": "images", "keyphrase": "sentences", "similarity": "pairs"}
-# secondary validation metrics shown beside the main one, per task
-EXTRA_METRICS = {"keyphrase": ("span_precision", "span_recall", "token_f1"),
-                 "similarity": ("spearman",), "image": ()}  # similarity: the loss is the MSE
-LABELS = {"span_f1": "span F1", "span_precision": "span P", "span_recall": "span R",
-          "token_f1": "token F1", "pearson": "Pearson r", "spearman": "Spearman ρ", "mse": "MSE",
-          "accuracy": "accuracy"}
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
-
 
 @dataclass
 class RunView:
@@ -84,7 +75,7 @@ def read_run(path: Path, name: str | None = None) -> RunView:
 
 
 # -- figures ------------------------------------------------------------------------------------
-def _overlay(views: list[RunView], metric: str, path: Path) -> None:
+def _overlay(views: list[RunView], metric: str, path: Path, label: Callable[[str], str]) -> None:
     """All variants' main metric and loss per epoch on shared axes (train dotted)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for v in views:
@@ -119,41 +110,35 @@ def _overlay(views: list[RunView], metric: str, path: Path) -> None:
 
 
 # -- tables ---------------------------------------------------------------------------------------
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _rows(views: list[RunView]) -> tuple[list[str], list[list[str]], list[str]]:
-    s0 = views[0].summary
-    task, metric = s0["task"], s0["main_metric"]
-    unit = UNITS.get(task, "examples")
-    extras = EXTRA_METRICS.get(task, ())
+def _rows(views: list[RunView], task: type[Task]) -> tuple[list[str], list[list[str]], list[str]]:
+    metric, unit, extras, label = task.main_metric, task.unit, task.extra_metrics, task.label
     with_test = any(v.test for v in views)
     header = ["variant", "model", f"val {label(metric)}", *[f"val {label(m)}" for m in extras]]
     header += [f"test {label(metric)}"] if with_test else []
     header += ["val loss", "best / epochs", "train s", f"{unit}/s", "parameters", "dtype"]
-    header += ["augment"] if task == "image" else []
+    header += list(task.config_columns)
     quoted = any(v.variant.get("quoted") for v in views)
     header += ["quoted (published, not ours)"] if quoted else []
     rows = []
     for v in views:
         s, cfg = v.summary, v.config["config"]
-        row = [v.name, s["model"], _fmt(s["val"].get(metric)),
-               *[_fmt(s["val"].get(m)) for m in extras]]
-        row += [_fmt(v.test.get(metric))] if with_test else []
+        row = [v.name, s["model"], fmt(s["val"].get(metric)), *[fmt(s["val"].get(m)) for m in extras]]
+        row += [fmt(v.test.get(metric))] if with_test else []
         rate = s.get(f"{unit}_per_s")
-        row += [_fmt(s["val"].get("loss")),
+        row += [fmt(s["val"].get("loss")),
                 "untrained baseline" if v.baseline else f"{s['best_epoch']} / {s['epochs_run']}",
                 f"{s['train_seconds']:.1f}", f"{rate:,.0f}" if rate else "–",
                 f"{s['parameters']:,}", s.get("precision", "fp32")]
-        row += [cfg["data"]["augment"]] if task == "image" else []
+        row += [str(_config_value(cfg, key)) for key in task.config_columns.values()]
         row += [v.variant.get("quoted", "")] if quoted else []
         rows.append(row)
-    return _fold_constant(header, rows, ("dtype", "augment"))
+    return _fold_constant(header, rows, ("dtype", *task.config_columns))
+
+
+def _config_value(cfg: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        cfg = cfg.get(part, {}) if isinstance(cfg, dict) else {}
+    return cfg if cfg != {} else "–"
 
 
 def _fold_constant(header: list[str], rows: list[list[str]], names: tuple[str, ...]
@@ -179,52 +164,14 @@ def _data_line(views: list[RunView]) -> str:
                "; NOT the same data for every variant (see fingerprints below)"))
 
 
-def _per_class(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
-    """Image runs: validation accuracy per class, variants side by side."""
-    with_classes = [v for v in views if "per_class" in v.val]
-    if not with_classes:
-        return [], []
-    classes = with_classes[0].val.get("classes", [])
-    header = ["class"] + [v.name for v in with_classes]
-    rows = [[c, *[_fmt(v.val["per_class"].get(c, {}).get("accuracy"), 3) for v in with_classes]]
-            for c in classes]
-    return header, rows
-
-
-def _per_type(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
-    """Keyphrase runs with typed spans: validation F1 per type (support = gold spans)."""
-    with_types = [v for v in views if v.val.get("per_type")]
-    if not with_types:
-        return [], []
-    types = sorted({t for v in with_types for t in v.val["per_type"]})
-    if len(types) < 2:  # one type: its F1 is the span F1 of the main table
-        return [], []
-    header = ["type", "gold spans"] + [v.name for v in with_types]
-    rows = []
-    for t in types:
-        support = next((v.val["per_type"][t]["support"] for v in with_types
-                        if t in v.val["per_type"]), 0)
-        rows.append([t, f"{support:,}",
-                     *[_fmt(v.val["per_type"].get(t, {}).get("f1"), 3) for v in with_types]])
-    return header, rows
-
-
-def _model_summary(v: RunView) -> tuple[list[str], list[list[str]]]:
+def _model_summary(v: RunView, task: type[Task]) -> tuple[list[str], list[list[str]]]:
     """The variant's layers and parameters, rebuilt from its config (no weights needed)."""
     from nnlab import config as config_mod
-    from nnlab.experiment import MODEL_BUILDERS
-    from nnlab.models.summary import layer_table, parameter_table
+    from nnlab.device import make_runtime
 
     cfg = config_mod.from_dict(v.config["config"], str(v.run.path / "config.json"))
-    info = v.config["task_info"]
-    net = MODEL_BUILDERS[cfg.task](cfg, info)
-    if cfg.task == "image":
-        rows = layer_table(net, tuple(info["image_shape"]))
-        return (["layer", "type", "output shape", "parameters"],
-                [[r.name, r.kind, "x".join(map(str, r.output_shape)),
-                  f"{r.parameters:,}" if r.parameters else ""] for r in rows])
-    return (["module", "layer", "parameters"],
-            [[name, kind, f"{n:,}"] for name, kind, n in parameter_table(net)])
+    used = task.for_run(cfg, make_runtime(cfg.train), v.config["task_info"])
+    return used.model_table(used.build_model())
 
 
 MD_SPECIAL = re.compile(r"([\\`*_<>|])")
@@ -298,17 +245,17 @@ overflow-x:auto}.note{color:#555}details{margin:.4em 0}summary{cursor:pointer}
 .best{font-weight:600}"""
 
 
-def _claims_section(views: list[RunView], claims: list[Claim]
+def _claims_section(views: list[RunView], claims: list[Claim], task: type[Task]
                     ) -> tuple[list[str], list[list[str]], list[str]]:
     """Across seeds: per variant mean ± sd of the main metric (a table, when any variant ran
-    more than once), each claim's measured effect, and where plateau schedules cut the lr.
-    Every task's main metric is higher-is-better (accuracy, span F1, Pearson r)."""
-    metric = views[0].summary["main_metric"]
+    more than once), each claim's measured effect, and where plateau schedules cut the lr."""
+    metric, label = task.main_metric, task.label
     trained = [v for v in views if not v.baseline]
     scores = scores_by_variant([(str(v.variant.get("variant", v.name)), int(v.variant.get("seed", 0)),
                                  float(v.summary["val"][metric])) for v in trained])
     rows = seed_rows(scores) if any(len(s) > 1 for s in scores.values()) else []
-    lines = [measure(c, scores, higher_is_better=True).line(label(metric)) for c in claims]
+    lines = [measure(c, scores, higher_is_better=task.higher_is_better).line(label(metric))
+             for c in claims]
     cuts = []
     for v in trained:
         if v.config["config"]["schedule"]["name"] == "plateau":
@@ -328,24 +275,25 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
         raise NnlabError("report: no run folders given")
     views = [read_run(p, n) for p, n in zip(run_paths, names or [None] * len(run_paths),
                                             strict=True)]
-    tasks = {v.summary["task"] for v in views}
-    if len(tasks) > 1:
-        raise NnlabError(f"report: runs of different tasks ({', '.join(sorted(tasks))}) cannot "
+    names = {v.summary["task"] for v in views}
+    if len(names) > 1:
+        raise NnlabError(f"report: runs of different tasks ({', '.join(sorted(names))}) cannot "
                          "share one table; make one report per task")
-    metric = views[0].summary["main_metric"]
+    task = tasks.get(views[0].summary["task"], f"{views[0].run.path / 'summary.json'}: task")
+    metric, label = task.main_metric, task.label
     trained = [v for v in views if not v.baseline]
     out.mkdir(parents=True, exist_ok=True)
     overlay = out / "curves_all.png"
     if trained:
-        _overlay(trained, metric, overlay)
-    header, rows, same = _rows(views)
-    pc_header, pc_rows = _per_class(views)
-    pt_header, pt_rows = _per_type(views)
-    seed_header, seed_table, claim_lines = _claims_section(views, claims or [])
-    summaries = {v.name: _model_summary(v) for v in trained}
+        _overlay(trained, metric, overlay, label)
+    header, rows, same = _rows(views, task)
+    sections = task.report_sections([(v.name, v.val) for v in views])
+    seed_header, seed_table, claim_lines = _claims_section(views, claims or [], task)
+    summaries = {v.name: _model_summary(v, task) for v in trained}
     repro = _reproducibility(views, command)
     notes = notes or []
-    best = max(views, key=lambda v: v.summary["val"].get(metric, float("-inf")))
+    sign = 1 if task.higher_is_better else -1
+    best = max(views, key=lambda v: sign * v.summary["val"].get(metric, -sign * float("inf")))
     headline = (f"Best on validation {label(metric)}: {best.name} "
                 f"({best.summary['val'][metric]:.4f}).")
     caveat = ((f"All variants: {', '.join(same)}. " if same else "")
@@ -361,10 +309,8 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
         md += [*[f"- {_md(line)}" for line in claim_lines], ""]
     if trained:
         md += ["## Training curves", "", f"![training curves of all variants]({overlay.name})", ""]
-    if pc_rows:
-        md += ["## Per-class validation accuracy", "", _md_table(pc_header, pc_rows), ""]
-    if pt_rows:
-        md += ["## Validation F1 per keyphrase type", "", _md_table(pt_header, pt_rows), ""]
+    for section in sections:
+        md += [f"## {_md(section.title)}", "", _md_table(section.header, section.rows), ""]
     md += ["## Runs", ""]
     for v in views:
         md += [f"### {_md(v.name)}", "", f"run folder: {_md(v.run.path)}", ""]
@@ -390,10 +336,9 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
         body += ["<ul>", *[f"<li>{html.escape(line)}</li>" for line in claim_lines], "</ul>"]
     if trained:
         body += ["<h2>Training curves</h2>", _img(overlay, "training curves of all variants")]
-    if pc_rows:
-        body += ["<h2>Per-class validation accuracy</h2>", _html_table(pc_header, pc_rows, "plain")]
-    if pt_rows:
-        body += ["<h2>Validation F1 per keyphrase type</h2>", _html_table(pt_header, pt_rows, "plain")]
+    for section in sections:
+        body += [f"<h2>{html.escape(section.title)}</h2>",
+                 _html_table(section.header, section.rows, "plain")]
     body.append("<h2>Runs</h2>")
     for v in views:
         body += [f"<h3>{html.escape(v.name)}</h3>",

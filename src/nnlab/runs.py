@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from nnlab.device import Runtime
 from nnlab.errors import NnlabError, short
 
 CONFIG = "config.json"
@@ -143,6 +144,28 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+
+
+def run_summary(task: str, model: str, main_metric: str, runtime: Runtime | None = None
+                ) -> dict[str, Any]:
+    """The fields every summary.json starts with, trained run or untrained baseline alike:
+    what ran, where, with which versions (`runtime` None: a CPU baseline in fp32)."""
+    import platform
+
+    import nnlab
+    from nnlab.host import cpu_name
+
+    return {
+        "task": task, "model": model, "main_metric": main_metric,
+        "device": str(runtime.device) if runtime else "cpu",
+        "precision": runtime.precision if runtime else "fp32",
+        "channels_last": bool(runtime and runtime.channels_last),
+        "versions": {"nnlab": nnlab.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "host": {"cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
+                 "cpu": cpu_name(),
+                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
 
 
 class RunDir:

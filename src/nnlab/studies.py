@@ -26,16 +26,22 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from nnlab import distributed
+from nnlab import distributed, tasks
 from nnlab.claims import Claim
 from nnlab.config import RunConfig
 from nnlab.data.images import GENERATED
-from nnlab.data.locate import find_data
 from nnlab.errors import NnlabError
-from nnlab.runs import LOCK, RunDir, atomic_write_json, folder_lock, make_folder, read_json
+from nnlab.runs import (
+    LOCK,
+    RunDir,
+    atomic_write_json,
+    folder_lock,
+    make_folder,
+    read_json,
+    run_summary,
+)
 
 BUDGETS = ("quick", "cpu", "full")  # minutes a variant; the reports' claims on 2 cores; a GPU
-BASELINES = ("glove-cosine", "minilm-cosine")
 STUDY_FILE = "study.json"  # in the study's output folder: what it was started with
 VARIANT_FILE = "variant.json"  # in each run folder: its name and quoted figure in the study
 
@@ -55,7 +61,7 @@ class Variant:
 @dataclass
 class Baseline:
     name: str
-    kind: str  # glove-cosine | minilm-cosine
+    kind: str  # one of the task's `baselines` (similarity: glove-cosine, minilm-cosine)
 
     @property
     def folder(self) -> str:
@@ -133,11 +139,8 @@ def load_study(name: str) -> Study:
             out[budget] = sets
         return out
 
-    task = need(raw, "task", "the study")
-    from nnlab.experiment import TASKS
-
-    if task not in TASKS:
-        raise NnlabError(f"{path}: task {task!r} unknown (choose from {', '.join(TASKS)})")
+    kind = tasks.get(need(raw, "task", "the study"), f"{path}: task")
+    task = kind.name
     variants = []
     for i, v in enumerate(raw.get("variants", [])):
         where = f"variants[{i}]"
@@ -148,12 +151,11 @@ def load_study(name: str) -> Study:
                                 overrides(v, where)))
     baselines = []
     for i, b in enumerate(raw.get("baselines", [])):
-        kind = need(b, "kind", f"baselines[{i}]")
-        if kind not in BASELINES:
-            raise NnlabError(f"{path}: baselines[{i}].kind {kind!r} unknown ({', '.join(BASELINES)})")
-        if task != "similarity":
-            raise NnlabError(f"{path}: baselines exist for the similarity task only")
-        baselines.append(Baseline(need(b, "name", f"baselines[{i}]"), kind))
+        scorer = need(b, "kind", f"baselines[{i}]")
+        if scorer not in kind.baselines:
+            raise NnlabError(f"{path}: baselines[{i}].kind {scorer!r} unknown for the {task} task "
+                             f"({', '.join(kind.baselines) or 'it has none'})")
+        baselines.append(Baseline(need(b, "name", f"baselines[{i}]"), scorer))
     if not variants:
         raise NnlabError(f"{path}: no [[variants]]")
     for named in [*variants, *baselines]:
@@ -177,11 +179,12 @@ def load_study(name: str) -> Study:
 
 def resolve_data(task: str, data: str | None, console: Console) -> str:
     """The study's data: --data, $NNLAB_DATA, the download cache, else the generated set."""
-    found = find_data(task, data)
+    kind = tasks.get(task)
+    found = tasks.find_data(kind, data)
     if found is None:
         console.print(f"[yellow]No {task} data found (no --data, nothing in $NNLAB_DATA or the "
                       f"download cache): using the built-in generated {task} data.[/]")
-        found = find_data(task, GENERATED)
+        found = kind.generated_data()
     assert found is not None
     return found
 
@@ -275,7 +278,7 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
         path = _variant_path(out, b.folder)
         if not (path.is_dir() and RunDir(path).finished):
             try:
-                run_baseline(b, found, path, console)
+                run_baseline(study.task, b, found, path, console)
             except NnlabError as e:
                 console.print(f"[yellow]{escape(b.name)}: skipped ({escape(str(e))})[/]")
                 notes.append(f"Baseline {b.name!r} skipped: {e}.")
@@ -362,26 +365,22 @@ def _is_baseline(path: Path) -> bool:
     return summary.is_file() and read_json(summary).get("kind") == "baseline"
 
 
-def run_baseline(b: Baseline, data: str, path: Path, console: Console) -> None:
-    """Score an untrained baseline on the study's validation pairs, as a run folder."""
-    import platform
+def run_baseline(task: str, b: Baseline, data: str, path: Path, console: Console) -> None:
+    """Score an untrained baseline on the study's validation examples, as a run folder."""
+    from nnlab.config import RunConfig, check_choices
+    from nnlab.device import make_runtime
 
-    import torch
-
-    import nnlab
-    from nnlab import plots
-    from nnlab.experiment import resolve_config
-    from nnlab.tasks.similarity import load_pairs
-    from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
-
-    cfg = resolve_config("similarity", "lstm", data=data)  # the same data options and split
-    source = load_pairs(data, cfg)
+    kind = tasks.get(task)
+    cfg = RunConfig(task=task)  # the default data options: the variants' split
+    cfg.data.path = data
+    check_choices(cfg, kind.choices)
+    used = kind(cfg, make_runtime(cfg.train), {})
+    source = used.load_source(data)
     console.rule(escape(b.name))
     start = time.perf_counter()
-    result = (glove_cosine if b.kind == "glove-cosine" else minilm_cosine)(source.val)
+    result = kind.baselines[b.kind](source.val)
     seconds = time.perf_counter() - start
-    metrics = {k: v for k, v in result.items() if k not in ("predictions", "gold")}
-    metrics["loss"] = metrics["mse"]
+    metrics = {k: v for k, v in result.items() if k not in kind.detail_keys}
     cfg_dict = cfg.to_dict()
     cfg_dict["model"] = {"name": b.kind, "args": {}}
     info = {"data": {"path": source.path, "format": source.format,
@@ -394,17 +393,12 @@ def run_baseline(b: Baseline, data: str, path: Path, console: Console) -> None:
                       "command": ["nnlab", *sys.argv[1:]],
                       "created": datetime.now(UTC).isoformat(timespec="seconds")})
     atomic_write_json(tmp / "eval" / "val.json", result)
-    plots.scatter(result["predictions"], result["gold"], run.plots / "scatter_val.png",
-                  title=f"{b.name}: validation (Pearson r {metrics['pearson']:.3f})")
-    run.write_summary({
-        "task": "similarity", "model": b.kind, "kind": "baseline", "main_metric": "pearson",
-        "best_epoch": None, "epochs_run": 0, "train_seconds": 0.0, "eval_seconds": seconds,
-        "pairs_per_s": None, "parameters": 0, "device": "cpu", "precision": "fp32",
-        "versions": {"nnlab": nnlab.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "host": {"cpu_threads": torch.get_num_threads(), "machine": platform.machine(), "cuda": None},
-        "val": metrics})
+    used.write_plots(run.plots, result, b.name)
+    run.write_summary(run_summary(task, b.kind, kind.main_metric) | {
+        "kind": "baseline", "best_epoch": None, "epochs_run": 0, "train_seconds": 0.0,
+        "eval_seconds": seconds, f"{kind.unit}_per_s": None, "parameters": 0, "val": metrics})
     atomic_write_json(tmp / VARIANT_FILE, {"variant": b.name, "quoted": "", "baseline": b.kind})
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-    console.print(f"{escape(b.name)}: validation Pearson r {metrics['pearson']:.4f} ({seconds:.1f} s)")
+    console.print(f"{escape(b.name)}: validation {kind.label(kind.main_metric)} "
+                  f"{metrics[kind.main_metric]:.4f} ({seconds:.1f} s)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,19 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-import nnlab
-from nnlab import distributed
+from nnlab import distributed, plots
 from nnlab.config import RunConfig
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
-from nnlab.host import cpu_name
 from nnlab.optim import Lookahead, build_optimizer, build_scheduler
-from nnlab.runs import RunDir
-from nnlab.tasks.base import Task
+from nnlab.runs import RunDir, atomic_write_json, run_summary
+from nnlab.tasks.base import EpochAware, Task
 
 
 @dataclass
@@ -101,7 +99,9 @@ class Trainer:
         self.dist = distributed.current()
         self.show_progress = progress and self.console.is_terminal and self.dist.main
         torch.manual_seed(cfg.train.seed)  # model initialisation depends on the seed alone
-        self.model = task.build_model().to(runtime.device, runtime.dtype)
+        model = task.build_model()
+        task.init_model(model)
+        self.model = model.to(runtime.device, runtime.dtype)
         if runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # the training forward may run compiled; evaluation, checkpoints and lookahead use the
@@ -176,7 +176,7 @@ class Trainer:
         while s.epoch < cfg.epochs and not self._should_stop():
             record = self._train_epoch(s.epoch + 1)
             # every rank evaluates; rank 0's figures decide, so all ranks choose alike
-            val = distributed.broadcast(self.task.evaluate(self.model, "val"))
+            val = distributed.broadcast(self.task.validate(self.model))
             self._check_finite(s.epoch + 1, val)
             record |= {f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)}
             s.epoch += 1
@@ -222,7 +222,7 @@ class Trainer:
         torch.manual_seed(epoch_seed(cfg.seed, epoch) + self.dist.rank)
         gen = torch.Generator(device=self.runtime.device).manual_seed(epoch_seed(cfg.seed, epoch) + 1)
         for module in self.model.modules():  # per-epoch behaviour, e.g. freezing a layer
-            if hasattr(module, "set_epoch"):
+            if isinstance(module, EpochAware):
                 module.set_epoch(epoch)
         self.model.train()
         dev = self.runtime.device
@@ -247,15 +247,10 @@ class Trainer:
                 self.state.step += 1
                 if cfg.lookahead and epoch > cfg.lookahead_start_epoch:
                     self._lookahead_step(steps)
-                if out.loss_sum is None:
-                    loss_sum += out.loss.detach() * out.count
-                    loss_count += out.count
-                else:
-                    loss_sum += out.loss_sum.detach()
-                    loss_count += out.loss_count
+                loss_sum += out.loss_sum.detach()
                 metric_sum += out.metric_sum.detach()
-                count += out.count
-                metric_count += out.count if out.metric_count is None else out.metric_count
+                count, loss_count, metric_count = (count + out.count, loss_count + out.loss_count,
+                                                   metric_count + out.metric_count)
                 if bar and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
                     rate = count / max(time.perf_counter() - start, 1e-9)
                     bar.update(task_id, completed=i + 1, info=(
@@ -316,30 +311,59 @@ class Trainer:
                     self.writer.add_scalar(key, value, r["epoch"])
             self.writer.flush()
 
+    def describe(self) -> None:
+        """What is about to be trained, on what, how: printed before the first epoch."""
+        cfg, info, rt = self.cfg, self.task.info()["data"], self.runtime
+        self.console.print(
+            f"[bold]{escape(cfg.model.name)}[/] on {escape(str(info['path']))} "
+            f"({escape(str(info['format']))}): {info['train_examples']:,} train / "
+            f"{info['val_examples']:,} validation {self.task.unit}; "
+            f"{count_parameters(self.model):,} parameters; {rt.device} {rt.precision}"
+            f"{' channels-last' if rt.channels_last else ''}; {cfg.optim.name} lr {cfg.optim.lr:g}, "
+            f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")
+        line = self.task.describe()
+        if line:
+            self.console.print(line, markup=False, highlight=False)  # names files and words
+
     def _finish(self) -> dict[str, Any]:
+        """The end of training: the loop's figures; then rank 0 alone evaluates the best
+        weights in full (after the task's last choice on validation data, if any), writes
+        eval/val.json, the plots and summary.json."""
         s = self.state
         if s.best_epoch == 0:
             raise NnlabError("training ran no epoch")
-        unit = self.task.unit
+        unit, metric = self.task.unit, self.task.main_metric
         rates = [r[f"{unit}_per_s"] for r in s.history]
-        summary = {
-            "task": self.task.name, "model": self.cfg.model.name,
-            "main_metric": self.task.main_metric,
-            "best_epoch": s.best_epoch, f"best_val_{self.task.main_metric}": s.best,
+        summary = run_summary(self.task.name, self.cfg.model.name, metric, self.runtime) | {
+            "best_epoch": s.best_epoch, f"best_val_{metric}": s.best,
             "epochs_run": s.epoch, "epochs_planned": self.cfg.train.epochs,
             "stopped_early": s.epoch < self.cfg.train.epochs,
             "train_seconds": s.train_seconds,
             f"{unit}_per_s": sum(rates) / len(rates) if rates else None,
             "parameters": count_parameters(self.model),
-            "device": str(self.runtime.device),
-            "precision": self.runtime.precision,
-            "channels_last": self.runtime.channels_last,
-            "versions": {"nnlab": nnlab.__version__, "torch": torch.__version__,
-                         "python": platform.python_version()},
-            "host": {"cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
-                     "cpu": cpu_name(),
-                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         }
         if self.writer:
             self.writer.close()
+        if not self.dist.main:
+            return summary
+        with distributed.alone():
+            return self._final_evaluation(summary)
+
+    def _final_evaluation(self, summary: dict[str, Any]) -> dict[str, Any]:
+        run, task, model = self.run, self.task, self.model
+        model.load_state_dict(run.load_best())  # the figures that matter: the best epoch's
+        chosen = task.finalize(model)
+        if chosen:  # a choice made on validation data, saved with the weights
+            run.save_best(model.state_dict(), {"epoch": str(summary["best_epoch"])})
+            summary |= chosen
+        val = task.evaluate(model, task.val, details=True, tta=self.cfg.data.tta)
+        atomic_write_json(run.path / "eval" / "val.json", val)
+        summary["val"] = {k: v for k, v in val.items() if k not in task.detail_keys}
+        name = self.cfg.model.name
+        plots.training_curves(run.read_metrics(), task.main_metric, run.plots / "curves.png", title=name)
+        task.write_plots(run.plots, val, name)
+        run.write_summary(summary)
+        self.console.print(f"best epoch {summary['best_epoch']}: validation {task.main_metric} "
+                           f"{val[task.main_metric]:.4f}, loss {val['loss']:.4f}; run folder "
+                           f"{escape(str(run.path))}")
         return summary

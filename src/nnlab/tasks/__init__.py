@@ -1,7 +1,11 @@
-"""Tasks: how batches become a loss, metrics and predictions. One module per task."""
+"""Tasks: one module per kind of problem, registered by name; importing this package fills
+the registry (as `nnlab.models` does for models)."""
 
 from __future__ import annotations
 
-from nnlab.tasks.base import StepOutput, Task
+from nnlab.tasks import image, keyphrase, similarity  # noqa: F401  (registration)
+from nnlab.tasks.base import PredictOptions, Section, StepOutput, Task
+from nnlab.tasks.registry import find_data, get, names, register_task, require_data
 
-__all__ = ["StepOutput", "Task"]
+__all__ = ["PredictOptions", "Section", "StepOutput", "Task", "find_data", "get", "names",
+           "register_task", "require_data"]

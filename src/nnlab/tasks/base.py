@@ -1,85 +1,296 @@
-"""What the training loop needs from a task, and nothing more.
+"""A task owns everything specific to one kind of problem; the floors above only ask it.
 
-The loop never sees images or sentences: it asks the task for batches, a loss per batch,
-and validation metrics per epoch. Adding a task means implementing this protocol.
+A task is a class registered by name (`tasks.registry`), like a model. Its class attributes
+say what it is (name, main metric and direction, unit, where its data usually lives); its
+methods fall in three groups:
+
+- data: read a data set (train, validation, test), learn what the model needs from the
+  training part (`info`: classes, vocabulary...), and turn labelled examples into what
+  `evaluate` takes;
+- training: build the model, yield batches, compute a batch's loss (`step`);
+- use: evaluate (one path for every split), predict on raw inputs, say how results print,
+  and add its own sections (per-class, per-type tables, plots) to a report.
+
+A task object is made for training (`for_training`: reads the data and learns `info`) or for
+a finished run (`for_run`: `info` comes from the run folder and no training data is read).
+Optional hooks have defaults here; the rest raise NotImplementedError.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
 
+from nnlab import distributed
+from nnlab.config import RunConfig
+from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 
-T = TypeVar("T")
-S = TypeVar("S")  # a task's loaded data source
+E = TypeVar("E")  # a task's labelled examples (ImageData, TaggedText, PairData)
+SPLITS = ("val", "test", "all")  # what `nnlab evaluate --split` names
 
 
 @dataclass
 class StepOutput:
-    loss: torch.Tensor  # scalar, mean over the batch; what is back-propagated
+    """One training step's figures. The sums stay on the device (no sync per step); the loop
+    adds them up over the epoch and divides by the counts."""
+
+    loss: torch.Tensor  # scalar: what is back-propagated (a mean over the batch's examples)
     count: int  # examples in the batch
-    metric_sum: torch.Tensor  # scalar on the device: sum of the training metric over the batch
-    metric_count: int | None = None  # what metric_sum is a sum over (default: count), e.g. tokens
-    # the logged training loss, when it is not `loss` per example: a device-side sum and what it
-    # is a sum over (the keyphrase task logs loss per token, comparable across sentences/documents)
-    loss_sum: torch.Tensor | None = None
-    loss_count: int | None = None
+    loss_sum: torch.Tensor  # the logged training loss, summed over `loss_count` items
+    loss_count: int
+    metric_sum: torch.Tensor  # the training metric, summed over `metric_count` items
+    metric_count: int
+
+    @classmethod
+    def per_example(cls, loss: torch.Tensor, count: int, metric_sum: torch.Tensor) -> StepOutput:
+        """Loss and metric both counted per example (images, pairs)."""
+        return cls(loss, count, loss.detach() * count, count, metric_sum, count)
 
 
-class Task(Protocol):
-    name: str
-    main_metric: str  # the validation metric that picks the best epoch and stops early
-    train_metric: str  # the cheap metric tracked during training (may equal main_metric)
-    higher_is_better: bool
-    unit: str  # what an example is called in throughput figures ("images", "sentences")
-    conv_net: bool  # its models are convolution nets: bf16 + channels-last where the CPU has bf16
+@dataclass
+class Source(Generic[E]):
+    """One data set as read from disk: its training examples, validation examples (the data's
+    own file, or a carve-out of the training file; None where the task carves later) and test
+    examples when there is a test file."""
 
-    def build_model(self) -> nn.Module:
-        """A freshly initialised model (data-dependent initialisation included)."""
-        ...
+    path: str
+    train: E
+    val: E | None
+    test: E | None
+    fingerprint: str  # sha256 prefix of what was read: resuming on other data is refused
+    format: str  # a phrase for people: "CoNLL BIO, validation file valid.txt"
+
+
+@dataclass
+class PredictOptions:
+    """`nnlab predict`'s options; each task reads the ones that concern it."""
+
+    files: bool = False  # the inputs name text files
+    pairs: str | None = None  # a TSV file of sentence pairs
+    top_k: int = 3  # classes shown per input
+
+
+@dataclass
+class Section:
+    """A task's own table in a report (per-class accuracy, per-type F1)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+# -- what models may offer a task, declared rather than probed ----------------------------------
+@runtime_checkable
+class EpochAware(Protocol):
+    """A module whose training changes with the epoch (e.g. a layer frozen for the first ones):
+    the loop calls `set_epoch` before each epoch."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@runtime_checkable
+class DataInitialised(Protocol):
+    """A net with a layer initialised from training inputs (e.g. `fast`'s whitening conv)."""
+
+    def init_from_data(self, x: torch.Tensor) -> None: ...
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode and under inference mode, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def shared(n: int, compute: Callable[[list[int]], list[Any]]) -> list[Any]:
+    """`compute(indices)` for the items 0..n-1, one result per item, in order. Under torchrun
+    each rank computes its share (every world-th item) and every rank gets all results."""
+    if not distributed.current().enabled:
+        return compute(list(range(n)))
+    idx = distributed.my_indices(n)
+    return distributed.gather_in_order(n, idx, compute(idx))
+
+
+class Task:
+    """The base of every task: its declared attributes, and defaults of the optional hooks."""
+
+    name: ClassVar[str]
+    main_metric: ClassVar[str]  # the validation metric that picks the best epoch
+    train_metric: ClassVar[str]  # the cheap metric tracked during training
+    higher_is_better: ClassVar[bool] = True  # of the main metric
+    unit: ClassVar[str]  # what an example is called ("images", "sentences", "pairs")
+    conv_net: ClassVar[bool] = False  # convolution nets: bf16 + channels-last where the CPU has bf16
+    word_vectors: ClassVar[bool] = False  # takes pretrained word vectors (--embeddings)
+    labels: ClassVar[dict[str, str]] = {}  # metric -> its name in tables ("span_f1": "span F1")
+    extra_metrics: ClassVar[tuple[str, ...]] = ()  # validation metrics shown beside the main one
+    config_columns: ClassVar[dict[str, str]] = {}  # report column -> config key shown per run
+    detail_keys: ClassVar[tuple[str, ...]] = ()  # bulky evaluation fields kept out of summaries
+    supplied: ClassVar[tuple[str, ...]] = ()  # model options the task fills in from the data
+    data_folders: ClassVar[tuple[str, ...]] = ()  # where its data usually lies below $NNLAB_DATA
+    download: ClassVar[str | None] = None  # a `nnlab data get` name that fetches its data
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}  # config keys only it reads: allowed values
+    predict_help: ClassVar[str] = "inputs"  # what `nnlab predict` takes for it
+    # untrained reference scorers (name -> function of the validation examples -> the metrics
+    # and predictions), run beside the variants of a study
+    baselines: ClassVar[dict[str, Callable[[Any], dict[str, Any]]]] = {}
+    tta_modes: ClassVar[tuple[str, ...]] = ("none",)  # test-time augmentations it offers
+
+    def __init__(self, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]):
+        self.cfg, self.runtime = cfg, runtime
+        self._info = info
+
+    # -- making one ---------------------------------------------------------------------------
+    @classmethod
+    def for_training(cls, cfg: RunConfig, runtime: Runtime, source: Any = None) -> Task:
+        """A task ready to train: its data read (`source`, else `data.path`) and `info` learnt."""
+        task = cls(cfg, runtime, {})
+        if source is None:
+            if not cfg.data.path:
+                raise NnlabError(f"data.path: no {cls.name} data given")
+            source = task.load_source(cfg.data.path)
+        task.source = source
+        task.prepare_training(source)
+        return task
+
+    @classmethod
+    def for_run(cls, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]) -> Task:
+        """A task for a finished run: evaluate and predict from `info`, without training data."""
+        return cls(cfg, runtime, info)
 
     def info(self) -> dict[str, Any]:
-        """What the task learnt from the data (classes, shapes, vocabulary...): saved with the
-        config so evaluate and predict can rebuild the model without the training data."""
-        ...
+        """What the task learnt from the training data, saved with the config so a run can be
+        used without it. Always holds `data`: path, format, fingerprint, example counts."""
+        return self._info
 
-    def steps_per_epoch(self) -> int: ...
+    # -- data ---------------------------------------------------------------------------------
+    @classmethod
+    def generated_data(cls) -> str:
+        """The built-in generated data set (`--data generated`), in the task's real format."""
+        raise NotImplementedError
 
-    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[Any]: ...
+    def load_source(self, path: str) -> Any:
+        """Read a data set (folder, file or archive) into a `Source`-like object."""
+        raise NotImplementedError
 
-    def step(self, model: nn.Module, batch: Any) -> StepOutput: ...
+    def prepare_training(self, source: Any) -> None:
+        """Learn `info` from the training part and make `self.train`, `self.val` ready."""
+        raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict: ...
+    def describe(self) -> str:
+        """A line about the data printed before training (vocabulary coverage...); may be empty."""
+        return ""
+
+    def labelled(self, data: str | None, split: str) -> tuple[Any, str]:
+        """(examples, where) for `nnlab evaluate`: the run's own data when `data` is None."""
+        raise NotImplementedError
+
+    def prepare(self, examples: Any, where: str) -> Any:
+        """Labelled examples made ready for `evaluate` (encoded with the run's `info`)."""
+        raise NotImplementedError
+
+    def evaluation_notes(self, examples: Any, where: str) -> dict[str, Any]:
+        """Extra fields for `nnlab evaluate` about the examples (repaired spans...)."""
+        return {}
+
+    # -- training -----------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """The model of this run's config and `info`, freshly initialised (no data read)."""
+        raise NotImplementedError
+
+    def init_model(self, model: nn.Module) -> None:
+        """Initialisation that needs the training data (pretrained vectors, whitening)."""
+
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def step(self, model: nn.Module, batch: Any) -> StepOutput:
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module) -> dict[str, Any]:
+        """The per-epoch check on the validation data (split between ranks under torchrun)."""
+        return self.evaluate(model, self.val)
+
+    def finalize(self, model: nn.Module) -> dict[str, Any]:
+        """A choice made on validation data after training, stored in the best weights (the
+        decoding offset of a tagger). Returns what was chosen, for the summary."""
+        return {}
+
+    # -- evaluation and prediction ------------------------------------------------------------
+    def evaluate(self, model: nn.Module, data: Any, details: bool = False,
+                 tta: str = "none") -> dict[str, Any]:
+        """Loss and metrics of `model` on prepared data: validation, test or other labelled
+        data alike. `details`: also per-class/per-type figures and predictions (the
+        `detail_keys`); `tta`: test-time augmentation where the task has any."""
+        raise NotImplementedError
+
+    def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[Any]:
+        """`nnlab predict`'s arguments as raw inputs (files read, pairs split)."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, inputs: list[Any], options: PredictOptions) -> list[dict]:
+        raise NotImplementedError
+
+    @classmethod
+    def format_predictions(cls, results: list[dict]) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def format_evaluation(cls, result: dict[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    # -- reports ------------------------------------------------------------------------------
+    def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
+        """The run's own plots of its final validation evaluation (confusion, scatter)."""
+
+    @classmethod
+    def report_sections(cls, runs: list[tuple[str, dict[str, Any]]]) -> list[Section]:
+        """Tables comparing runs (name, final validation evaluation) beyond the main table."""
+        return []
+
+    def model_table(self, model: nn.Module) -> tuple[list[str], list[list[str]]]:
+        """The model's layers and parameters, for reports and `nnlab models NAME`."""
+        from nnlab.models.summary import parameter_table
+
+        return (["module", "layer", "parameters"],
+                [[name, kind, f"{n:,}"] for name, kind, n in parameter_table(model)])
+
+    @classmethod
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+        """A made-up `info` to build any of its models for `nnlab models NAME`."""
+        raise NotImplementedError
+
+    @classmethod
+    def label(cls, metric: str) -> str:
+        return cls.labels.get(metric, metric)
 
 
-def source_or_load(cfg: Any, source: S | None, load: Callable[[str, Any], S], what: str) -> S:
-    """The source a caller handed over, or the one at `data.path` (read with `load`)."""
-    if source is not None:
-        return source
-    if not cfg.data.path:
-        raise NnlabError(f"data.path: no {what} data given")
-    return load(cfg.data.path, cfg)
+def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell: a float to `digits` places, None as a dash."""
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def first(data: T, limit: int) -> T:
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise NnlabError(f"--split {split}: unknown split ({', '.join(SPLITS)})")
+
+
+def first(data: E, limit: int) -> E:
     """`data.limit` for text tasks: the first `limit` examples (all when 0 or more than there are)."""
     return data.subset(list(range(limit))) if 0 < limit < len(data) else data  # type: ignore[attr-defined]
-
-
-def pick_split(split: str, train: T, val: T, source: Any, prepare_test: Callable[[Any], T]) -> T:
-    """A task's prepared train or validation data, or its source's test part, prepared on demand
-    (the test part is only read by `evaluate --split test`)."""
-    if split == "val":
-        return val
-    if split == "train":
-        return train
-    if split == "test":
-        if source.test is None:
-            raise NnlabError(f"{source.path}: this data has no test split")
-        return prepare_test(source.test)
-    raise NnlabError(f"--split {split}: unknown split (val, test)")

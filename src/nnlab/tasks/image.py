@@ -8,22 +8,45 @@ tensor ops. No DataLoader, no worker processes, no per-image Python.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab import distributed, models
+from nnlab import distributed, models, plots
 from nnlab.config import DataConfig, RunConfig
 from nnlab.data.augment import augment, cutout
-from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images, stratified_split
+from nnlab.data.image_folder import decode_image
+from nnlab.data.images import (
+    GENERATED,
+    ImageData,
+    ImageSource,
+    channel_stats,
+    load_images,
+    stratified_split,
+)
 from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import classification_report, confusion_matrix
 from nnlab.models.layers import upcast
-from nnlab.tasks.base import StepOutput, pick_split
+from nnlab.models.summary import layer_table
+from nnlab.tasks.base import (
+    DataInitialised,
+    PredictOptions,
+    Section,
+    StepOutput,
+    Task,
+    check_split,
+    eval_mode,
+    fmt,
+)
+from nnlab.tasks.registry import register_task
+
+TTA_MODES = ("none", "flip", "flip-translate")
 
 
 class Normalize(nn.Module):
@@ -76,22 +99,33 @@ def match_classes(data: ImageData, classes: list[str], where: str) -> ImageData:
     return ImageData(data.images, mapping[data.labels], list(classes))
 
 
-class ImageTask:
+@register_task
+class ImageTask(Task):
     name = "image"
     main_metric = "accuracy"
     train_metric = "accuracy"
-    higher_is_better = True
     unit = "images"
     conv_net = True  # bf16 + channels-last on a CPU with native bf16 (device.make_runtime)
+    config_columns: ClassVar[dict[str, Any]] = {"augment": "data.augment"}
+    detail_keys = ("confusion", "classes")
+    supplied = ("in_channels", "num_classes", "image_size")
+    data_folders = ("cifar10", "cifar-10-batches-py", "cifar-10-batches-bin")
+    download = "cifar10"
+    choices: ClassVar[dict[str, Any]] = {
+        "data.augment": ("none", "crop-flip", "keras", "airbench"), "data.tta": TTA_MODES}
+    tta_modes = TTA_MODES
+    predict_help = "image files"
 
-    def __init__(self, cfg: RunConfig, runtime: Runtime, source: ImageSource | None = None):
-        self.cfg = cfg
-        self.runtime = runtime
-        if source is None:
-            if not cfg.data.path:
-                raise NnlabError("data.path: no image data given")
-            source = load_images(cfg.data.path)
-        self.source = source
+    # -- data -----------------------------------------------------------------------------
+    @classmethod
+    def generated_data(cls) -> str:
+        return GENERATED  # drawn in memory by data.generated
+
+    def load_source(self, path: str) -> ImageSource:
+        return load_images(path)
+
+    def prepare_training(self, source: ImageSource) -> None:
+        cfg, runtime = self.cfg, self.runtime
         train, val = split_train_val(source.train, cfg.data)
         self.classes = source.train.classes
         self.train = self._to_device(train)
@@ -117,26 +151,49 @@ class ImageTask:
                      "val_examples": len(val), "has_test": source.test is not None},
         }
 
-    # -- data -----------------------------------------------------------------------------
     def _to_device(self, data: ImageData) -> ImageData:
         dev = self.runtime.device
         return ImageData(data.images.to(dev), data.labels.to(dev), data.classes)
 
-    def split_data(self, split: str) -> ImageData:
-        return pick_split(split, self.train, self.val, self.source, lambda test: self._to_device(
-            match_classes(test, self.classes, self.source.path)))
+    def labelled(self, data: str | None, split: str) -> tuple[ImageData, str]:
+        """Without `data`: the run's validation carve-out (`val`) or its data's test part.
+        With `data`: every labelled image there (`all`), its test part, or the carve-out."""
+        check_split(split)
+        info = self._info
+        if data is None:
+            if info["data"]["path"] != GENERATED and not Path(info["data"]["path"]).exists():
+                raise NnlabError(f"{info['data']['path']}: the run's data is gone; pass --data PATH")
+            data = info["data"]["path"]
+        source = load_images(data)
+        where = source.path
+        if split == "test":
+            if source.test is None:
+                raise NnlabError(f"{where}: this data has no test split")
+            return source.test, where
+        if split == "all":
+            images = source.train
+            if source.test is not None:
+                test = match_classes(source.test, images.classes, where)
+                images = ImageData(torch.cat([images.images, test.images]),
+                                   torch.cat([images.labels, test.labels]), images.classes)
+            return images, where
+        return split_train_val(source.train, self.cfg.data)[1], where  # the training carve-out
 
-    def info(self) -> dict[str, Any]:
-        return self._info
+    def prepare(self, examples: ImageData, where: str) -> ImageData:
+        images = match_classes(examples, self._info["classes"], where)
+        if list(images.shape) != list(self._info["image_shape"]):
+            raise NnlabError(f"{where}: images are {tuple(images.shape)} (C, H, W), the run was "
+                             f"trained on {tuple(self._info['image_shape'])}")
+        return images
 
     # -- training ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        model = build_classifier(self.cfg, self._info)
-        init = getattr(model.net, "init_from_data", None)
-        if init is not None:  # e.g. the whitening layer of `fast`: 5,000 training images
+        return build_classifier(self.cfg, self._info)
+
+    def init_model(self, model: nn.Module) -> None:
+        if isinstance(model.net, DataInitialised):  # e.g. `fast`'s whitening layer: 5,000 images
             with torch.no_grad():
-                init(model.normalize(self.train.images[:5000].cpu().float().div_(255)))
-        return model
+                model.net.init_from_data(model.normalize(self.train.images[:5000].cpu().float().div_(255)))
 
     def _drop_last(self) -> bool:
         # a final batch of one example breaks batch norm; smaller leftovers are kept
@@ -168,25 +225,101 @@ class ImageTask:
             logits = model(x)  # (B, K)
         loss = F.cross_entropy(upcast(logits), y, label_smoothing=self.cfg.train.label_smoothing)
         correct = (logits.argmax(dim=1) == y).sum()
-        return StepOutput(loss=loss, count=y.shape[0], metric_sum=correct)
+        return StepOutput.per_example(loss, y.shape[0], correct)
 
-    # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
-        """Per-epoch checks are plain; the detailed final evaluation uses `data.tta`.
-
-        Under torchrun the per-epoch check is split between the ranks (every world-th
-        image each) and its sums are reduced, so every rank gets the whole split's figures."""
-        data = self.split_data(split)
+    # -- evaluation and prediction ------------------------------------------------------------
+    def evaluate(self, model: nn.Module, data: ImageData, details: bool = False,
+                 tta: str = "none") -> dict[str, Any]:
+        """Under torchrun the images are split between the ranks (every world-th each) and
+        the sums reduced, so every rank gets the whole split's figures."""
         d = distributed.current()
-        if not d.enabled or detailed:
-            return evaluate_images(model, data, self.runtime, self.cfg.data.eval_batch_size,
-                                   detailed, tta=self.cfg.data.tta if detailed else "none")
+        batch = self.cfg.data.eval_batch_size
+        if not d.enabled:
+            return evaluate_images(model, data, self.runtime, batch, details, tta)
         idx = torch.arange(d.rank, len(data), d.world)  # (N / world,)
-        part = evaluate_images(model, ImageData(data.images[idx], data.labels[idx], data.classes),
-                               self.runtime, self.cfg.data.eval_batch_size)
+        part = evaluate_images(model, data.subset(idx), self.runtime, batch, tta=tta)
         n, loss, correct = distributed.all_sum([part["n"], part["loss"] * part["n"],
                                                 part["accuracy"] * part["n"]], self.runtime.device)
-        return {"loss": loss / n, "accuracy": round(correct) / n, "n": int(n), "tta": "none"}
+        return {"loss": loss / n, "accuracy": round(correct) / n, "n": int(n), "tta": tta}
+
+    def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[tuple[str, np.ndarray]]:
+        """(file, decoded pixels) per image file."""
+        if options.files or options.pairs:
+            raise NnlabError("predict: --files and --pairs are for text runs; give image files")
+        if not inputs:
+            raise NnlabError("predict: give at least one image file")
+        decoded = []
+        for file in inputs:
+            p = Path(file)
+            if not p.is_file():
+                raise NnlabError(f"{file}: no such file")
+            decoded.append((file, decode_image(p.read_bytes(), file)))  # (H, W) or (H, W, 3) uint8
+        return decoded
+
+    def predict(self, model: nn.Module, inputs: list[tuple[str, np.ndarray]],
+                options: PredictOptions) -> list[dict[str, Any]]:
+        """Top-k classes with probabilities per image (any size: resized to the run's)."""
+        from PIL import Image
+
+        c, h, w = self._info["image_shape"]
+        batch = []
+        for _file, array in inputs:
+            img = Image.fromarray(array).convert("L" if c == 1 else "RGB")
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+            x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            batch.append(x.view(h, w, c).permute(2, 0, 1))
+        x = torch.stack(batch).to(self.runtime.device, self.runtime.dtype).div_(255)  # (N, C, H, W)
+        with eval_mode(model), self.runtime.autocast():
+            probs = tta_logits(model, self._layout(x), self.cfg.data.tta).float().softmax(dim=1)  # (N, K)
+        top = probs.topk(min(options.top_k, probs.shape[1]), dim=1)
+        classes = self._info["classes"]
+        return [{"file": file, "top": [{"class": classes[j], "probability": round(p, 6)}
+                                       for p, j in zip(top.values[i].tolist(), top.indices[i].tolist(),
+                                                       strict=True)]}
+                for i, (file, _array) in enumerate(inputs)]
+
+    @classmethod
+    def format_predictions(cls, results: list[dict]) -> list[str]:
+        return [f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+                for r in results]
+
+    @classmethod
+    def format_evaluation(cls, r: dict[str, Any]) -> list[str]:
+        lines = [f"{r['model']} on {r['data']} ({r['split']}, {r['n']:,} images): "
+                 f"accuracy {r['accuracy']:.4f}, loss {r['loss']:.4f}"]
+        for name, m in r["per_class"].items():
+            acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.4f}"
+            lines.append(f"  {name:>14}  accuracy {acc}  ({m['support']} images)")
+        return lines
+
+    # -- reports ------------------------------------------------------------------------------
+    def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
+        plots.confusion(val["confusion"], val["classes"], folder / "confusion_val.png",
+                        title=f"{title}: validation, best epoch")
+
+    @classmethod
+    def report_sections(cls, runs: list[tuple[str, dict[str, Any]]]) -> list[Section]:
+        """Validation accuracy per class, variants side by side."""
+        runs = [(name, val) for name, val in runs if "per_class" in val]
+        if not runs:
+            return []
+        classes = runs[0][1].get("classes", [])
+        rows = [[c, *[fmt(val["per_class"].get(c, {}).get("accuracy"), 3) for _, val in runs]]
+                for c in classes]
+        return [Section("Per-class validation accuracy", ["class", *[n for n, _ in runs]], rows)]
+
+    def model_table(self, model: nn.Module) -> tuple[list[str], list[list[str]]]:
+        rows = layer_table(model, tuple(self._info["image_shape"]))
+        return (["layer", "type", "output shape", "parameters"],
+                [[r.name, r.kind, "x".join(map(str, r.output_shape)),
+                  f"{r.parameters:,}" if r.parameters else ""] for r in rows])
+
+    @classmethod
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+        c = input_shape[0]
+        return {"classes": [f"class {i}" for i in range(classes)], "image_shape": list(input_shape),
+                "mean": [0.0] * c, "std": [1.0] * c}
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
@@ -208,12 +341,17 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     return 0.5 * mirrored + 0.5 * translated
 
 
-@torch.inference_mode()
 def evaluate_images(model: nn.Module, data: ImageData, runtime: Runtime, batch_size: int,
-                    detailed: bool = False, tta: str = "none") -> dict:
-    """Loss and accuracy (plus per-class metrics and confusion matrix when `detailed`)."""
-    was_training = model.training
-    model.eval()
+                    details: bool = False, tta: str = "none") -> dict:
+    """Loss and accuracy (plus per-class metrics and confusion matrix with `details`)."""
+    if tta not in TTA_MODES:
+        raise NnlabError(f"--tta {tta}: unknown ({', '.join(TTA_MODES)})")
+    with eval_mode(model):
+        return _evaluate_images(model, data, runtime, batch_size, details, tta)
+
+
+def _evaluate_images(model: nn.Module, data: ImageData, runtime: Runtime, batch_size: int,
+                     details: bool, tta: str) -> dict:
     loss_sum = torch.zeros((), device=runtime.device, dtype=torch.float64)
     preds = []
     for i in range(0, len(data), batch_size):
@@ -225,13 +363,12 @@ def evaluate_images(model: nn.Module, data: ImageData, runtime: Runtime, batch_s
             logits = tta_logits(model, x, tta)  # (B, K)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         preds.append(logits.argmax(dim=1))
-    model.train(was_training)
     pred = torch.cat(preds).cpu()
     labels = data.labels.cpu()
     n = len(data)
     result = {"loss": loss_sum.item() / n, "accuracy": (pred == labels).sum().item() / n, "n": n,
               "tta": tta}
-    if detailed:
+    if details:
         confusion = confusion_matrix(pred, labels, len(data.classes))
         result |= classification_report(confusion, data.classes)
     return result

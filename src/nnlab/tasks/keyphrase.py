@@ -13,12 +13,12 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
-from nnlab import distributed, models
+from nnlab import distributed, models, plots
 from nnlab.config import RunConfig
 from nnlab.data.conll import (
     TaggedText,
@@ -28,59 +28,73 @@ from nnlab.data.conll import (
     split_sentences,
 )
 from nnlab.data.tags import Span, spans_from_tags, tag_set, tags_from_spans
-from nnlab.data.tokenize import TokenizerStyle
+from nnlab.data.tokenize import TokenizerStyle, tokenize
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
-from nnlab.tasks.base import StepOutput, first, pick_split, source_or_load
-from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
+from nnlab.tasks.base import (
+    PredictOptions,
+    Section,
+    Source,
+    StepOutput,
+    eval_mode,
+    first,
+    fmt,
+    shared,
+)
+from nnlab.tasks.registry import register_task
+from nnlab.tasks.text import (
+    TextTask,
+    build_vocab,
+    embeddings_info,
+    load_pretrained,
+    load_text_source,
+    read_texts,
+    word_args,
+)
 
 CHUNK_BATCHES = 50  # batches per length-sorted chunk
 O_BIASES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # candidate decoding offsets of the O tag
 
 
-@dataclass
-class KeyphraseSource:
-    """The files of one data set: train, validation (a file or a carve-out) and maybe test."""
-
-    path: str
-    train: TaggedText
-    val: TaggedText
-    test: TaggedText | None
-    fingerprint: str
-    format: str
-
-
-def load_keyphrase(path: str, cfg: RunConfig) -> KeyphraseSource:
+def load_keyphrase(path: str, cfg: RunConfig) -> Source[TaggedText]:
+    """A CoNLL folder (train, validation and test files by their usual names) or one file."""
     d = cfg.data
-    root = Path(path)
 
     def read(file: Path) -> TaggedText:
         return read_conll(file, d.tag_scheme, d.collapse_types, d.invalid_tags)
 
-    if root.is_dir():
-        files = find_split_files(root)
-        if "train" not in files:
-            raise NnlabError(f"{root}: no train file (looked for train.txt, train.conll, ...)")
-    elif root.is_file():
-        files = {"train": root}
-    else:
-        raise NnlabError(f"--data {path}: no such file or folder")
-    train = read(files["train"])
-    if "val" in files:
-        val = read(files["val"])
-        fmt = f"CoNLL {train.scheme}, validation file {files['val'].name}"
-    else:
-        train, val = carve_validation(train, d.val_size, d.split_seed)
-        fmt = f"CoNLL {train.scheme}, validation carved from {files['train'].name}"
-    test = read(files["test"]) if "test" in files else None
+    def carve(train: TaggedText, _file: Path) -> tuple[TaggedText, TaggedText]:
+        return carve_validation(train, d.val_size, d.split_seed)
+
+    source, files = load_text_source(path, find_split_files, read, carve, "CoNLL",
+                                     "train.txt, train.conll, ...")
+    source.format = source.format.replace("CoNLL", f"CoNLL {source.train.scheme}", 1)
     digest = hashlib.sha256()
     for split in ("train", "val"):
         if split in files:
             digest.update(files[split].read_bytes())
-    return KeyphraseSource(str(root.resolve()), train, val, test, digest.hexdigest()[:16], fmt)
+    source.fingerprint = digest.hexdigest()[:16]
+    return source
+
+
+class TaggerModel(Protocol):
+    """What the keyphrase task needs of a model: emissions, a loss, decoding at an offset of
+    `O`, that offset as a buffer (`o_bias`, fixed after training) and its character encoder
+    (None when it reads words only)."""
+
+    o_bias: torch.Tensor
+    chars: nn.Module | None
+
+    def __call__(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor
+                 ) -> torch.Tensor: ...
+
+    def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor, o_bias: float | None = None
+               ) -> torch.Tensor: ...
 
 
 @dataclass
@@ -158,29 +172,33 @@ def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: 
     return moved
 
 
-def build_tagger(cfg: RunConfig, info: dict[str, Any]) -> nn.Module:
-    args, supplied = word_args(cfg.model.args, info)
-    supplied |= {"tags": info["tags"], "encoding": info["encoding"],
-                 "num_chars": len(info["chars"]["items"])}
-    return models.create(cfg.model.name, "keyphrase", args, **supplied)
-
-
-def uses_chars(model: nn.Module) -> bool:
-    return getattr(model, "chars", None) is not None
-
-
-class KeyphraseTask:
+@register_task
+class KeyphraseTask(TextTask):
     name = "keyphrase"
     main_metric = "span_f1"
     train_metric = "token_accuracy"
-    higher_is_better = True
     unit = "sentences"
-    conv_net = False  # recurrent nets: fp32 on CPU
+    labels: ClassVar[dict[str, Any]] = {"span_f1": "span F1", "span_precision": "span P",
+                                        "span_recall": "span R", "token_f1": "token F1"}
+    extra_metrics = ("span_precision", "span_recall", "token_f1")
+    detail_keys = ("confusion", "classes")
+    supplied = ("vocab_size", "tags", "encoding", "num_chars", "frozen_words")
+    data_folders = ("keyphrase/inspec", "inspec")
+    choices: ClassVar[dict[str, Any]] = {
+        "data.tag_scheme": ("auto", "bio", "bioes", "binary"),
+        "data.encoding": ("bio", "bioes"), "data.invalid_tags": ("repair", "error"),
+        "data.train_unit": ("sentence", "document")}
+    predict_help = "texts ('-' reads stdin; --files: text files)"
 
-    def __init__(self, cfg: RunConfig, runtime: Runtime, source: KeyphraseSource | None = None):
-        self.cfg, self.runtime = cfg, runtime
-        self.source = source = source_or_load(cfg, source, load_keyphrase, "keyphrase")
-        d = cfg.data
+    def load_source(self, path: str) -> Source[TaggedText]:
+        return load_keyphrase(path, self.cfg)
+
+    def read_file(self, path: Path) -> TaggedText:
+        d = self.cfg.data
+        return read_conll(path, d.tag_scheme, d.collapse_types, d.invalid_tags)
+
+    def prepare_training(self, source: Source[TaggedText]) -> None:
+        d = self.cfg.data
         train = first(source.train, d.limit)
         documents = len(train)
         if d.train_unit == "sentence":
@@ -189,7 +207,7 @@ class KeyphraseTask:
         vocab, self.vectors = build_vocab(all_tokens, d)
         chars = Vocab.build((c for w in all_tokens for c in w), 1)
         types = train.types
-        self._info: dict[str, Any] = {
+        self._info = {
             "vocab": vocab.to_dict(), "chars": chars.to_dict(), "types": types,
             "encoding": d.encoding, "tags": tag_set(types, d.encoding),
             "max_word_chars": d.max_word_chars,
@@ -206,51 +224,52 @@ class KeyphraseTask:
         self._info |= embeddings_info(self.vectors, d)
         self.train = encode(train, self._info)
         self.val = encode(source.val, self._info)
-        self.batch_size = d.batch_size
-
-    def info(self) -> dict[str, Any]:
-        return self._info
 
     def describe(self) -> str:
-        """A line about vocabulary and pretrained-vector coverage, printed before training."""
         i = self._info
-        text = (f"vocabulary {len(i['vocab']['items']):,} words, {len(i['chars']['items'])} "
-                f"characters; known tokens: train {i['coverage']['train_tokens']:.1%}, "
-                f"validation {i['coverage']['val_tokens']:.1%}")
-        if "embeddings" in i:
-            e = i["embeddings"]
-            text += (f"; {e['name']} ({e['dim']}d) covers {e['found']:,} of "
-                     f"{len(i['vocab']['items']) - 2:,} vocabulary words")
+        text = self.coverage_line() + f"; {len(i['chars']['items'])} characters"
         if i["data"]["repaired_spans"]:
             text += f"; {i['data']['repaired_spans']} spans opened by I- tags (read as B-)"
         return text
 
+    def prepare(self, examples: TaggedText, where: str) -> Encoded:
+        return encode(examples, self._info)
+
+    def evaluation_notes(self, examples: TaggedText, where: str) -> dict[str, Any]:
+        unseen = sorted({s.type for spans in examples.spans for s in spans} - set(self._info["types"]))
+        return {"repaired_spans": examples.repaired, "unseen_types": unseen}
+
     # -- training ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        model = build_tagger(self.cfg, self._info)
-        self._with_chars = uses_chars(model)  # batches carry characters only when used
+        args, supplied = word_args(self.cfg.model.args, self._info)
+        supplied |= {"tags": self._info["tags"], "encoding": self._info["encoding"],
+                     "num_chars": len(self._info["chars"]["items"])}
+        return models.create(self.cfg.model.name, self.name, args, **supplied)
+
+    def init_model(self, model: TaggerModel) -> None:
+        self._with_chars = model.chars is not None  # batches carry characters only when read
         load_pretrained(model, self.vectors, self._info, self.cfg.data, self.cfg.train.seed)
-        return model
 
     def _chunks(self) -> list[int]:
-        n, size = len(self.train), self.batch_size * CHUNK_BATCHES
+        n, size = len(self.train), self.cfg.data.batch_size * CHUNK_BATCHES
         return [min(size, n - i) for i in range(0, n, size)]
 
     def steps_per_epoch(self) -> int:
-        return sum(-(-c // self.batch_size) for c in self._chunks())
+        return sum(-(-c // self.cfg.data.batch_size) for c in self._chunks())
 
     def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[dict]:
+        b = self.cfg.data.batch_size
         order = torch.randperm(len(self.train), generator=gen, device=gen.device).tolist()
         batches, at = [], 0
         for size in self._chunks():
             part = sorted(order[at : at + size], key=lambda i: self.train.lengths[i])
-            batches += [part[k : k + self.batch_size] for k in range(0, size, self.batch_size)]
+            batches += [part[k : k + b] for k in range(0, size, b)]
             at += size
         with_chars = self._with_chars
         for k in torch.randperm(len(batches), generator=gen, device=gen.device).tolist():
             yield collate(self.train, shard(batches[k]), self.runtime.device, with_chars)
 
-    def step(self, model: nn.Module, batch: dict) -> StepOutput:
+    def step(self, model: TaggerModel, batch: dict) -> StepOutput:
         mask = batch["mask"]
         with self.runtime.autocast():
             emissions = model(batch["words"], batch["chars"], mask)  # (B, T, N)
@@ -261,13 +280,15 @@ class KeyphraseTask:
         correct = ((decoded == batch["tags"]) & mask).sum()
         tokens = batch["tokens"]
         # optimised: mean per sequence; logged: per token, as the validation loss
-        return StepOutput(loss=loss, count=mask.shape[0], metric_sum=correct, metric_count=tokens,
-                          loss_sum=loss.detach() * mask.shape[0], loss_count=tokens)
+        return StepOutput(loss=loss, count=mask.shape[0], loss_sum=loss.detach() * mask.shape[0],
+                          loss_count=tokens, metric_sum=correct, metric_count=tokens)
 
     # -- evaluation -------------------------------------------------------------------------
-    def split_data(self, split: str) -> Encoded:
-        return pick_split(split, self.train, self.val, self.source,
-                          lambda test: encode(test, self._info))
+    def validate(self, model: nn.Module) -> dict[str, Any]:
+        """Each epoch at its best `O` offset when calibrating, so the epoch is picked on the
+        figure the run will report."""
+        biases = O_BIASES if self.cfg.data.calibrate_o_bias else (None,)
+        return self._evaluate(model, self.val, biases)
 
     def finalize(self, model: nn.Module) -> dict[str, Any]:
         """Fix the decoding offset of `O` chosen on the validation data for the best epoch, if
@@ -275,44 +296,134 @@ class KeyphraseTask:
         span F1 is best where precision and recall meet. Returns the choice, for the summary."""
         if not self.cfg.data.calibrate_o_bias:
             return {}
-        chosen = self.evaluate(model, "val")["o_bias"]
-        without = evaluate_tagger(model, self.val, self._info, self.runtime,
-                                  self.cfg.data.eval_batch_size, o_biases=(0.0,))
+        chosen = self.validate(model)["o_bias"]
+        without = self._evaluate(model, self.val, (0.0,))
         model.o_bias.fill_(chosen)
         return {"o_bias": chosen, "val_span_f1_without_o_bias": without["span_f1"]}
 
-    def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
-        """Per-epoch validation scores each epoch at its best `O` offset when calibrating, so
-        the epoch is picked on the figure the run will report; the final, detailed
-        evaluation uses the offset fixed in the model."""
-        biases = O_BIASES if (self.cfg.data.calibrate_o_bias and split == "val"
-                              and not detailed) else (None,)
-        enc = self.split_data(split)
-        predicted = None
-        if distributed.current().enabled and not detailed:  # each rank decodes its share
-            idx = distributed.my_indices(len(enc))
-            preds, loss_sum = predict_tags(model, enc.subset(idx), self.runtime,
-                                           self.cfg.data.eval_batch_size, biases)
-            per_seq = distributed.gather_in_order(len(enc), idx, list(zip(*preds, strict=True)))
+    def evaluate(self, model: nn.Module, data: Encoded, details: bool = False,
+                 tta: str = "none") -> dict[str, Any]:
+        """At the offset fixed in the model."""
+        return self._evaluate(model, data, (None,), details)
+
+    def _evaluate(self, model: nn.Module, enc: Encoded, biases: tuple[float | None, ...],
+                  details: bool = False) -> dict[str, Any]:
+        batch = self.cfg.data.eval_batch_size
+        loss_sum = 0.0
+
+        def tags_of(idx: list[int]) -> list[tuple[torch.Tensor, ...]]:  # each rank its share
+            nonlocal loss_sum
+            preds, loss_sum = predict_tags(model, enc.subset(idx), self.runtime, batch, biases)
+            return list(zip(*preds, strict=True))  # per sequence: its tags at each offset
+
+        per_seq = shared(len(enc), tags_of)
+        if distributed.current().enabled:
             (loss_sum,) = distributed.all_sum([loss_sum], self.runtime.device)
-            predicted = ([list(p) for p in zip(*per_seq, strict=True)], loss_sum)
-        return evaluate_tagger(model, enc, self._info, self.runtime,
-                               self.cfg.data.eval_batch_size, detailed, biases, predicted)
+        preds = [list(p) for p in zip(*per_seq, strict=True)]
+        return evaluate_tagger(model, enc, self._info, details, biases, (preds, loss_sum))
+
+    # -- prediction ---------------------------------------------------------------------------
+    def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[str]:
+        if options.pairs:
+            raise NnlabError("predict: --pairs is for similarity runs; give texts")
+        if not inputs:
+            raise NnlabError("predict: give at least one text")
+        return read_texts(inputs, options.files)
+
+    def predict(self, model: nn.Module, texts: list[str], options: PredictOptions) -> list[dict]:
+        """Keyphrases in raw texts: tokenised as the training data was, tagged, spans mapped
+        back to character offsets in the original text."""
+        info = self._info
+        style = TokenizerStyle(**info["tokenizer"])
+        tokenized = [tokenize(text, style) for text in texts]
+        for i, tokens in enumerate(tokenized):
+            if not tokens:
+                raise NnlabError(f"text {i + 1}: empty; nothing to extract keyphrases from")
+        tagged = TaggedText("input", [[t.text for t in toks] for toks in tokenized],
+                            [[] for _ in tokenized], [0] * len(tokenized), "bio")
+        preds = predict_tags(model, encode(tagged, info), self.runtime,
+                             self.cfg.data.eval_batch_size)[0][0]
+        results = []
+        for text, tokens, pred in zip(texts, tokenized, preds, strict=True):
+            spans = spans_from_tags([info["tags"][j] for j in pred.tolist()], info["encoding"])[0]
+            phrases = []
+            for s in spans:
+                start, end = tokens[s.start].start, tokens[s.end - 1].end
+                phrases.append({"text": text[start:end], "type": s.type, "start": start, "end": end})
+            results.append({"text": text, "keyphrases": phrases})
+        return results
+
+    @classmethod
+    def format_predictions(cls, results: list[dict]) -> list[str]:
+        lines = []
+        for i, r in enumerate(results, start=1):
+            phrases = "; ".join(k["text"] for k in r["keyphrases"]) or "(none found)"
+            lines.append(f"{i}: {phrases}" if len(results) > 1 else phrases)
+        return lines
+
+    @classmethod
+    def format_evaluation(cls, r: dict[str, Any]) -> list[str]:
+        lines = [f"{r['model']} on {r['data']} ({r['split']}, {r['n']:,} sequences, "
+                 f"{r['tokens']:,} tokens)",
+                 f"  keyphrases (exact match): F1 {r['span_f1']:.4f}  precision "
+                 f"{r['span_precision']:.4f}  recall {r['span_recall']:.4f}  "
+                 f"({r['spans_gold']:,} gold, {r['spans_predicted']:,} predicted)",
+                 f"  tokens: accuracy {r['token_accuracy']:.4f}; keyword-token F1 "
+                 f"{r['token_f1']:.4f} (precision {r['token_precision']:.4f}, recall "
+                 f"{r['token_recall']:.4f})"]
+        if len(r["per_type"]) > 1:
+            for name, m in r["per_type"].items():
+                lines.append(f"  {name:>14}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
+                             f"recall {m['recall']:.4f}  ({m['support']} gold)")
+        if r["repaired_spans"]:
+            lines.append(f"  note: {r['repaired_spans']} gold spans open with an I- tag (read as B-)")
+        if r["unseen_types"]:
+            lines.append(f"  note: span types the run never saw: {', '.join(r['unseen_types'])}")
+        return lines
+
+    # -- reports ------------------------------------------------------------------------------
+    def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
+        plots.confusion(val["confusion"], val["classes"], folder / "confusion_val.png",
+                        title=f"{title}: validation, best epoch")
+
+    @classmethod
+    def report_sections(cls, runs: list[tuple[str, dict[str, Any]]]) -> list[Section]:
+        """Validation F1 per span type (support = gold spans), when there are several types."""
+        runs = [(name, val) for name, val in runs if val.get("per_type")]
+        types = sorted({t for _, val in runs for t in val["per_type"]})
+        if len(types) < 2:  # one type: its F1 is the span F1 of the main table
+            return []
+        rows = []
+        for t in types:
+            support = next((val["per_type"][t]["support"] for _, val in runs if t in val["per_type"]), 0)
+            rows.append([t, f"{support:,}", *[fmt(val["per_type"].get(t, {}).get("f1"), 3)
+                                              for _, val in runs]])
+        return [Section("Validation F1 per keyphrase type", ["type", "gold spans",
+                                                              *[n for n, _ in runs]], rows)]
+
+    @classmethod
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+        """BIO tags of one type, 100 characters, 20,000 words."""
+        return {"vocab": cls.example_vocab(), "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
+                "chars": {"items": ["<pad>", "<unk>", *[chr(65 + i % 58) + str(i) for i in range(98)]]}}
 
 
-@torch.inference_mode()
-def predict_tags(model: nn.Module, enc: Encoded, runtime: Runtime, batch_size: int,
+def predict_tags(model: TaggerModel, enc: Encoded, runtime: Runtime, batch_size: int,
                  o_biases: tuple[float | None, ...] = (None,)
                  ) -> tuple[list[list[torch.Tensor]], float]:
     """Decoded tag ids per sequence for each decoding offset of `O` (None: the model's own),
     and the summed loss. Emissions are computed once; sequences are sorted by length so
     batches are dense."""
-    was_training = model.training
-    model.eval()
+    with eval_mode(model):
+        return _predict_tags(model, enc, runtime, batch_size, o_biases)
+
+
+def _predict_tags(model: TaggerModel, enc: Encoded, runtime: Runtime, batch_size: int,
+                  o_biases: tuple[float | None, ...]) -> tuple[list[list[torch.Tensor]], float]:
     order = sorted(range(len(enc)), key=lambda i: enc.lengths[i])
     preds: list[list[torch.Tensor]] = [[None] * len(enc) for _ in o_biases]  # type: ignore[list-item]
     loss_sum = 0.0
-    with_chars = uses_chars(model)
+    with_chars = model.chars is not None
     for k in range(0, len(order), batch_size):
         idx = order[k : k + batch_size]
         batch = collate(enc, idx, runtime.device, with_chars)
@@ -324,21 +435,19 @@ def predict_tags(model: nn.Module, enc: Encoded, runtime: Runtime, batch_size: i
             decoded = model.decode(emissions, mask, bias).cpu()  # (B, T)
             for row, i in enumerate(idx):
                 out[i] = decoded[row, : enc.lengths[i]]
-    model.train(was_training)
     return preds, loss_sum
 
 
-def evaluate_tagger(model: nn.Module, enc: Encoded, info: dict[str, Any], runtime: Runtime,
-                    batch_size: int, detailed: bool = False,
-                    o_biases: tuple[float | None, ...] = (None,),
-                    predicted: tuple[list[list[torch.Tensor]], float] | None = None) -> dict:
+def evaluate_tagger(model: TaggerModel, enc: Encoded, info: dict[str, Any], details: bool,
+                    o_biases: tuple[float | None, ...],
+                    predicted: tuple[list[list[torch.Tensor]], float]) -> dict:
     """Span P/R/F1 (exact match), token accuracy and token-level keyword F1, and the loss
     (negative log-likelihood or cross-entropy per token).
 
     With several `o_biases`, the metrics are those of the offset with the best span F1,
     which is returned as `o_bias` (how the offset is chosen on validation data).
-    `predicted`: predict_tags' output when it was already computed (split between ranks)."""
-    all_preds, loss_sum = predicted or predict_tags(model, enc, runtime, batch_size, o_biases)
+    `predicted`: predict_tags' output, per offset (put together from every rank's share)."""
+    all_preds, loss_sum = predicted
     tags = info["tags"]
     best = None
     for preds, bias in zip(all_preds, o_biases, strict=True):
@@ -358,7 +467,7 @@ def evaluate_tagger(model: nn.Module, enc: Encoded, info: dict[str, Any], runtim
     result["token_accuracy"] = (gold_tags == pred_tags).double().mean().item()
     result |= token_scores(_in_span(enc.spans, enc.lengths), _in_span(pred_spans, enc.lengths))
     result |= {"n": n, "tokens": int(gold_tags.numel())}
-    if detailed:
+    if details:
         result["per_type"] = per_type
         result["confusion"] = confusion_matrix(pred_tags, gold_tags, len(tags)).tolist()
         result["classes"] = list(tags)

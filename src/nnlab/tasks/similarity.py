@@ -7,38 +7,37 @@ the reports compare models.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
-from scipy import stats
 from torch import nn
 
-from nnlab import distributed, models
+from nnlab import models, plots
 from nnlab.config import RunConfig
-from nnlab.data.pairs import PairData, find_pair_files, read_pairs
+from nnlab.data.pairs import PairData, find_pair_files, read_pairs, words
 from nnlab.data.split import holdout
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
-from nnlab.tasks.base import StepOutput, first, pick_split, source_or_load
-from nnlab.tasks.text import build_vocab, embeddings_info, load_pretrained, word_args
+from nnlab.metrics import correlations
+from nnlab.tasks.base import PredictOptions, Source, StepOutput, eval_mode, first, shared
+from nnlab.tasks.registry import register_task
+from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
+from nnlab.tasks.text import (
+    TextTask,
+    build_vocab,
+    embeddings_info,
+    load_pretrained,
+    load_text_source,
+    word_args,
+)
 
 
-@dataclass
-class PairSource:
-    path: str
-    train: PairData
-    val: PairData
-    test: PairData | None
-    fingerprint: str
-    format: str
-
-
-def pair_reader(cfg: RunConfig):
+def pair_reader(cfg: RunConfig) -> Callable[[Path], PairData]:
     d = cfg.data
     columns = tuple(d.pair_columns) if d.pair_columns else None
     score_range = tuple(d.score_range) if d.score_range else None
@@ -49,33 +48,32 @@ def pair_reader(cfg: RunConfig):
     return read
 
 
-def load_pairs(path: str, cfg: RunConfig) -> PairSource:
-    read = pair_reader(cfg)
-    root = Path(path)
-    if root.is_dir():
-        files = find_pair_files(root)
-        if "train" not in files:
-            raise NnlabError(f"{root}: no training file (looked for SICK_train.txt, sts-train.csv, "
-                             "train.tsv, ...)")
-    elif root.is_file():
-        files = {"train": root}
-    else:
-        raise NnlabError(f"--data {path}: no such file or folder")
-    train = read(files["train"])
-    if "val" in files:
-        val = read(files["val"])
-        fmt = f"{train.layout} pairs, validation file {files['val'].name}"
-    else:
-        keep, held = holdout(len(train), cfg.data.val_size, cfg.data.split_seed,
-                             str(files["train"]), "pairs")
-        train, val = train.subset(keep), train.subset(held)
-        fmt = f"{train.layout} pairs, validation carved from {files['train'].name}"
+def load_pairs(path: str, cfg: RunConfig) -> Source[PairData]:
+    """A pair folder (SICK, STS or TSV files by their usual names) or one pair file."""
+    def carve(train: PairData, file: Path) -> tuple[PairData, PairData]:
+        keep, held = holdout(len(train), cfg.data.val_size, cfg.data.split_seed, str(file), "pairs")
+        return train.subset(keep), train.subset(held)
+
+    source, files = load_text_source(path, find_pair_files, pair_reader(cfg), carve, "pairs",
+                                     "SICK_train.txt, sts-train.csv, train.tsv, ...")
+    train, val = source.train, source.val
+    source.format = f"{train.layout} {source.format}"
     if val.score_range != train.score_range:
         raise NnlabError(f"{files.get('val')}: score range {val.score_range} differs from the "
                          f"training file's {train.score_range}")
-    test = read(files["test"]) if "test" in files else None
-    fingerprint = train.fingerprint() + (val.fingerprint() if "val" in files else "")
-    return PairSource(str(root.resolve()), train, val, test, fingerprint, fmt)
+    source.fingerprint = train.fingerprint() + (val.fingerprint() if "val" in files else "")
+    return source
+
+
+class PairModel(Protocol):
+    """What the similarity task needs of a model: scores of padded pairs (word ids and their
+    lengths, on the CPU) and, for training, the loss with the scores."""
+
+    def __call__(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor,
+                 b_len: torch.Tensor) -> torch.Tensor: ...
+
+    def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
+             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -112,37 +110,36 @@ def collate_pairs(enc: EncodedPairs, idx: list[int], device: torch.device) -> di
             "score": enc.scores[idx].to(device, non_blocking=True)}
 
 
-def build_regressor(cfg: RunConfig, info: dict[str, Any]) -> nn.Module:
-    args, supplied = word_args(cfg.model.args, info)
-    supplied["score_range"] = tuple(info["score_range"])
-    return models.create(cfg.model.name, "similarity", args, **supplied)
 
-
-def correlations(pred: torch.Tensor, gold: torch.Tensor) -> dict[str, float]:
-    p, g = pred.double().numpy(), gold.double().numpy()
-    constant = p.std() == 0  # a constant prediction has no correlation: report 0, not NaN
-    return {"mse": float(((p - g) ** 2).mean()),
-            "pearson": 0.0 if constant else float(stats.pearsonr(p, g)[0]),
-            "spearman": 0.0 if constant else float(stats.spearmanr(p, g)[0])}
-
-
-class SimilarityTask:
+@register_task
+class SimilarityTask(TextTask):
     name = "similarity"
     main_metric = "pearson"
     train_metric = "mse"
-    higher_is_better = True
     unit = "pairs"
-    conv_net = False  # recurrent nets: fp32 on CPU
+    labels: ClassVar[dict[str, Any]] = {"pearson": "Pearson r", "spearman": "Spearman ρ", "mse": "MSE"}
+    extra_metrics = ("spearman",)  # the loss column is the MSE
+    detail_keys = ("predictions", "gold")
+    supplied = ("vocab_size", "score_range", "frozen_words")
+    data_folders = ("sick",)
+    choices: ClassVar[dict[str, Any]] = {"data.pair_layout": ("auto", "sick", "sts", "tsv")}
+    predict_help = "two sentences (or --pairs FILE.tsv)"
+    baselines: ClassVar[dict[str, Callable[[PairData], dict]]] = {
+        "glove-cosine": glove_cosine, "minilm-cosine": minilm_cosine}
 
-    def __init__(self, cfg: RunConfig, runtime: Runtime, source: PairSource | None = None):
-        self.cfg, self.runtime = cfg, runtime
-        self.source = source = source_or_load(cfg, source, load_pairs, "sentence-pair")
-        d = cfg.data
+    def load_source(self, path: str) -> Source[PairData]:
+        return load_pairs(path, self.cfg)
+
+    def read_file(self, path: Path) -> PairData:
+        return pair_reader(self.cfg)(path)
+
+    def prepare_training(self, source: Source[PairData]) -> None:
+        d = self.cfg.data
         train = first(source.train, d.limit)
         tokens = [w for s in train.a + train.b for w in s]
         vocab, self.vectors = build_vocab(tokens, d)
         val_tokens = [w for s in source.val.a + source.val.b for w in s]
-        self._info: dict[str, Any] = {
+        self._info = {
             "vocab": vocab.to_dict(), "score_range": list(train.score_range),
             "data": {"path": source.path, "format": source.format,
                      "fingerprint": source.fingerprint, "train_examples": len(train),
@@ -153,24 +150,27 @@ class SimilarityTask:
         self.train = encode_pairs(train, self._info)
         self.val = encode_pairs(source.val, self._info)
 
-    def info(self) -> dict[str, Any]:
-        return self._info
-
     def describe(self) -> str:
-        i = self._info
-        lo, hi = i["score_range"]
-        text = (f"scores in [{lo:g}, {hi:g}]; vocabulary {len(i['vocab']['items']):,} words; known "
-                f"tokens: train {i['coverage']['train_tokens']:.1%}, validation "
-                f"{i['coverage']['val_tokens']:.1%}")
-        if "embeddings" in i:
-            e = i["embeddings"]
-            text += f"; {e['name']} ({e['dim']}d) covers {e['found']:,} vocabulary words"
-        return text
+        lo, hi = self._info["score_range"]
+        return f"scores in [{lo:g}, {hi:g}]; " + self.coverage_line()
 
+    def prepare(self, examples: PairData, where: str) -> EncodedPairs:
+        return encode_pairs(examples, self._info)
+
+    def evaluation_notes(self, examples: PairData, where: str) -> dict[str, Any]:
+        if tuple(examples.score_range) == tuple(self._info["score_range"]):
+            return {}
+        return {"note": f"scores of {where} lie in {list(examples.score_range)}, the run predicts "
+                        f"in {self._info['score_range']}: MSE is not comparable, correlations are"}
+
+    # -- training ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        model = build_regressor(self.cfg, self._info)
+        args, supplied = word_args(self.cfg.model.args, self._info)
+        supplied["score_range"] = tuple(self._info["score_range"])
+        return models.create(self.cfg.model.name, self.name, args, **supplied)
+
+    def init_model(self, model: nn.Module) -> None:
         load_pretrained(model, self.vectors, self._info, self.cfg.data, self.cfg.train.seed)
-        return model
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.train) // self.cfg.data.batch_size)
@@ -181,50 +181,107 @@ class SimilarityTask:
         for k in range(0, len(order), b):
             yield collate_pairs(self.train, shard(order[k : k + b]), self.runtime.device)
 
-    def step(self, model: nn.Module, batch: dict) -> StepOutput:
+    def step(self, model: PairModel, batch: dict) -> StepOutput:
         with self.runtime.autocast():
             loss, pred = model.loss(batch["a"], batch["a_len"], batch["b"], batch["b_len"],
                                     batch["score"])  # scalar, (B,)
         pred = pred.float()
         squared = ((pred.detach() - batch["score"]) ** 2).sum()
-        return StepOutput(loss=loss, count=pred.shape[0], metric_sum=squared)
+        return StepOutput.per_example(loss, pred.shape[0], squared)
 
-    def split_data(self, split: str) -> EncodedPairs:
-        return pick_split(split, self.train, self.val, self.source,
-                          lambda test: encode_pairs(test, self._info))
+    # -- evaluation and prediction ------------------------------------------------------------
+    def evaluate(self, model: nn.Module, data: EncodedPairs, details: bool = False,
+                 tta: str = "none") -> dict[str, Any]:
+        """MSE (also the loss), Pearson r and Spearman rho; with `details`, the predictions."""
+        batch = self.cfg.data.eval_batch_size
+        pred = torch.tensor(shared(len(data), lambda idx: predict_scores(
+            model, data.subset(idx), self.runtime, batch).tolist()))  # (N,)
+        result: dict[str, Any] = correlations(pred, data.scores)
+        result["loss"] = result["mse"]
+        result["n"] = len(data)
+        if details:
+            result["predictions"] = [round(p, 5) for p in pred.tolist()]
+            result["gold"] = data.scores.tolist()
+        return result
 
-    def evaluate(self, model: nn.Module, split: str = "val", detailed: bool = False) -> dict:
-        return evaluate_pairs(model, self.split_data(split), self.runtime,
-                              self.cfg.data.eval_batch_size, detailed)
+    def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[tuple[str, str]]:
+        if options.files:
+            raise NnlabError("predict: --files is for keyphrase runs; give two sentences or --pairs FILE")
+        return read_pair_inputs(inputs, options.pairs)
+
+    def predict(self, model: nn.Module, pairs: list[tuple[str, str]], options: PredictOptions
+                ) -> list[dict]:
+        """Scores for raw sentence pairs, in the run's score range."""
+        vocab = Vocab.from_dict(self._info["vocab"])
+        a, b = [], []
+        for i, (first_text, second) in enumerate(pairs, start=1):
+            for name, text in (("first", first_text), ("second", second)):
+                if not words(text):
+                    raise NnlabError(f"pair {i}: the {name} sentence is empty")
+            a.append(torch.tensor(vocab.lookup(words(first_text)), dtype=torch.int64))
+            b.append(torch.tensor(vocab.lookup(words(second)), dtype=torch.int64))
+        enc = EncodedPairs(a, b, torch.zeros(len(pairs)))
+        scores = predict_scores(model, enc, self.runtime, self.cfg.data.eval_batch_size).tolist()
+        return [{"a": p[0], "b": p[1], "score": round(s, 4)} for p, s in zip(pairs, scores, strict=True)]
+
+    @classmethod
+    def format_predictions(cls, results: list[dict]) -> list[str]:
+        if len(results) == 1:
+            return [f"{results[0]['score']:.3f}"]
+        return [f"{r['score']:.3f}\t{r['a']}\t{r['b']}" for r in results]
+
+    @classmethod
+    def format_evaluation(cls, r: dict[str, Any]) -> list[str]:
+        lines = [f"{r['model']} on {r['data']} ({r['split']}, {r['n']:,} pairs): Pearson r "
+                 f"{r['pearson']:.4f}, Spearman rho {r['spearman']:.4f}, MSE {r['mse']:.4f}"]
+        return lines + ([f"  note: {r['note']}"] if "note" in r else [])
+
+    # -- reports ------------------------------------------------------------------------------
+    def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
+        plots.scatter(val["predictions"], val["gold"], folder / "scatter_val.png",
+                      title=f"{title}: validation, best epoch (Pearson r {val['pearson']:.3f})")
+
+    @classmethod
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+        """A 20,000-word vocabulary, scores 1-5."""
+        return {"vocab": cls.example_vocab(), "score_range": [1.0, 5.0]}
 
 
-@torch.inference_mode()
-def predict_scores(model: nn.Module, enc: EncodedPairs, runtime: Runtime, batch_size: int
+def predict_scores(model: PairModel, enc: EncodedPairs, runtime: Runtime, batch_size: int
                    ) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
     out = []
-    for k in range(0, len(enc), batch_size):
-        batch = collate_pairs(enc, list(range(k, min(k + batch_size, len(enc)))), runtime.device)
-        with runtime.autocast():
-            out.append(model(batch["a"], batch["a_len"], batch["b"], batch["b_len"]).float().cpu())
-    model.train(was_training)
+    with eval_mode(model):  # type: ignore[arg-type]
+        for k in range(0, len(enc), batch_size):
+            batch = collate_pairs(enc, list(range(k, min(k + batch_size, len(enc)))), runtime.device)
+            with runtime.autocast():
+                out.append(model(batch["a"], batch["a_len"], batch["b"], batch["b_len"]).float().cpu())
     return torch.cat(out)  # (N,)
 
 
-def evaluate_pairs(model: nn.Module, enc: EncodedPairs, runtime: Runtime, batch_size: int,
-                   detailed: bool = False) -> dict:
-    """MSE (also the loss), Pearson r and Spearman rho; with `detailed`, the predictions."""
-    if distributed.current().enabled and not detailed:  # each rank scores its share
-        idx = distributed.my_indices(len(enc))
-        part = predict_scores(model, enc.subset(idx), runtime, batch_size).tolist()
-        pred = torch.tensor(distributed.gather_in_order(len(enc), idx, part))  # (N,)
-    else:
-        pred = predict_scores(model, enc, runtime, batch_size)
-    result: dict[str, Any] = correlations(pred, enc.scores)
-    result["loss"] = result["mse"]
-    result["n"] = len(enc)
-    if detailed:
-        result["predictions"] = [round(p, 5) for p in pred.tolist()]
-        result["gold"] = enc.scores.tolist()
-    return result
+def read_pair_inputs(inputs: list[str], pairs_file: str | None) -> list[tuple[str, str]]:
+    """Two sentences given as arguments, or the pairs of a two-column TSV file."""
+    if pairs_file is None:
+        if len(inputs) != 2:
+            raise NnlabError(f"predict: a similarity run takes two sentences (got {len(inputs)}) "
+                             "or --pairs FILE.tsv")
+        return [(inputs[0], inputs[1])]
+    if inputs:
+        raise NnlabError("predict: give two sentences or --pairs FILE, not both")
+    path = Path(pairs_file)
+    if not path.is_file():
+        raise NnlabError(f"{pairs_file}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise NnlabError(f"{pairs_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise NnlabError(f"{pairs_file}:{number}: expected 'sentence<TAB>sentence'")
+        found.append((fields[0], fields[1]))
+    if not found:
+        raise NnlabError(f"{pairs_file}: no sentence pairs")
+    return found

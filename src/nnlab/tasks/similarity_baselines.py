@@ -18,7 +18,7 @@ import torch
 from nnlab.data.embeddings import load_vectors
 from nnlab.data.pairs import PairData
 from nnlab.errors import NnlabError
-from nnlab.tasks.similarity import correlations
+from nnlab.metrics import correlations
 
 
 def _to_range(cosines: np.ndarray, score_range: tuple[float, float]) -> torch.Tensor:
@@ -48,8 +48,8 @@ def glove_cosine(data: PairData, embeddings: str = "glove-6b-50d") -> dict:
 
 def _scored(pred: torch.Tensor, data: PairData) -> dict:
     """Metrics as the trained models report them, plus the predictions (for scatter plots)."""
-    return correlations(pred, torch.tensor(data.scores)) | {
-        "predictions": pred.tolist(), "gold": list(data.scores)}
+    metrics = correlations(pred, torch.tensor(data.scores))
+    return metrics | {"loss": metrics["mse"], "predictions": pred.tolist(), "gold": list(data.scores)}
 
 
 def minilm_cosine(data: PairData, batch_size: int = 128) -> dict:

@@ -1,16 +1,105 @@
-"""What the two text tasks (keyphrase, similarity) share: vocabulary with pretrained words,
-the word-embedding arguments of their models, and loading pretrained vectors into a model."""
+"""What the text tasks share: reading a data folder (train, validation, test files), the
+vocabulary with pretrained words, the models' word-embedding options, loading pretrained
+vectors into a model, and reading raw texts for prediction."""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from torch import nn
 
 from nnlab.config import DataConfig
 from nnlab.data.embeddings import WordVectors, embedding_matrix, load_vectors
+from nnlab.data.generated_text import generated_text_folder
 from nnlab.data.vocab import Vocab
 from nnlab.errors import NnlabError
+from nnlab.models.embedding import WordEmbedding
+from nnlab.tasks.base import Source, Task, check_split
+
+E = TypeVar("E")
+
+
+class WordModel(Protocol):
+    """A text model with a word-embedding table that pretrained vectors can be copied into
+    (`words` is None for one-hot inputs)."""
+
+    words: WordEmbedding | None
+
+
+def load_text_source(path: str, find_files: Callable[[Path], dict[str, Path]],
+                     read: Callable[[Path], E], carve: Callable[[E, Path], tuple[E, E]],
+                     what: str, looked_for: str) -> tuple[Source[E], dict[str, Path]]:
+    """A folder's train, validation and test files (by their usual names), or one training
+    file; validation carved from the training file when there is no validation file."""
+    root = Path(path)
+    if root.is_dir():
+        files = find_files(root)
+        if "train" not in files:
+            raise NnlabError(f"{root}: no training file (looked for {looked_for})")
+    elif root.is_file():
+        files = {"train": root}
+    else:
+        raise NnlabError(f"--data {path}: no such file or folder")
+    train = read(files["train"])
+    if "val" in files:
+        val = read(files["val"])
+        fmt = f"{what}, validation file {files['val'].name}"
+    else:
+        train, val = carve(train, files["train"])
+        fmt = f"{what}, validation carved from {files['train'].name}"
+    test = read(files["test"]) if "test" in files else None
+    return Source(str(root.resolve()), train, val, test, "", fmt), files
+
+
+class TextTask(Task):
+    """A task over sentences or documents: data folders of train/validation/test files."""
+
+    word_vectors = True
+
+    @classmethod
+    def generated_data(cls) -> str:
+        return str(generated_text_folder(cls.name))
+
+    def read_file(self, path: Path) -> Any:
+        """One labelled file in the task's format."""
+        raise NotImplementedError
+
+    def labelled(self, data: str | None, split: str) -> tuple[Any, str]:
+        """A file given with `data`, or the validation (`val`) or test (`test`) part of a data
+        folder (the run's own when `data` is None)."""
+        check_split(split)
+        if data is not None and Path(data).is_file():
+            return self.read_file(Path(data)), str(Path(data).resolve())
+        where = data or self._info["data"]["path"]
+        if not Path(where).exists():
+            raise NnlabError(f"{where}: the run's data is gone; pass --data FILE")
+        source = self.load_source(where)
+        if split == "test":
+            if source.test is None:
+                raise NnlabError(f"{where}: no test file there")
+            return source.test, where
+        if split == "val":
+            return source.val, where
+        raise NnlabError("--split all: give a file with --data FILE")
+
+    def coverage_line(self) -> str:
+        """Vocabulary size, known-token shares, and the pretrained vectors' coverage."""
+        i = self._info
+        text = (f"vocabulary {len(i['vocab']['items']):,} words; known tokens: train "
+                f"{i['coverage']['train_tokens']:.1%}, validation {i['coverage']['val_tokens']:.1%}")
+        if "embeddings" in i:
+            e = i["embeddings"]
+            text += (f"; {e['name']} ({e['dim']}d) covers {e['found']:,} of "
+                     f"{len(i['vocab']['items']) - 2:,} vocabulary words")
+        return text
+
+    @classmethod
+    def example_vocab(cls) -> dict[str, Any]:
+        """A 20,000-word vocabulary, for `nnlab models NAME`."""
+        return {"items": ["<pad>", "<unk>", *[f"w{i}" for i in range(19_998)]], "trained": 20_000}
 
 
 def build_vocab(tokens: list[str], d: DataConfig) -> tuple[Vocab, WordVectors | None]:
@@ -50,10 +139,30 @@ def load_pretrained(model: nn.Module, vectors: WordVectors | None, info: dict[st
     the coverage in `info`."""
     if vectors is None:
         return
-    words = getattr(model, "words", None)
+    words = model.words  # every text model declares it (WordModel); None for one-hot inputs
     if words is None:
         raise NnlabError("--embeddings: this model has no word embeddings (model.inputs='onehot'?)")
     matrix, found = embedding_matrix(vectors, info["vocab"]["items"], seed=seed)
     info["embeddings"]["found"] = found
     words.load(matrix)
     words.weight.requires_grad_(not d.freeze_embeddings)
+
+
+def read_texts(inputs: list[str], files: bool) -> list[str]:
+    """Raw texts for prediction: the arguments themselves, or the files they name (--files);
+    '-' reads standard input."""
+    texts = []
+    for item in inputs:
+        if item == "-":
+            texts.append(sys.stdin.read())
+        elif files:
+            path = Path(item)
+            if not path.is_file():
+                raise NnlabError(f"{item}: no such file")
+            try:
+                texts.append(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise NnlabError(f"{item}: not UTF-8 text") from None
+        else:
+            texts.append(item)
+    return texts
