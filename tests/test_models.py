@@ -1,10 +1,91 @@
-"""Every registered model: forward, backward, output shape, on colour and grayscale inputs."""
+"""Every registered model of every task: forward, backward, output shape (colour and
+grayscale images; text batches of sequences of different lengths, whose padding must not
+change any sequence's output)."""
 
 import pytest
 import torch
 
-from nnlab import models
+from nnlab import models, tasks
+from nnlab.config import RunConfig
+from nnlab.data.tags import tag_set
+from nnlab.device import make_runtime
 from nnlab.errors import NnlabError
+
+VOCAB = {"items": ["<pad>", "<unk>", *[f"w{i}" for i in range(40)]], "trained": 42}
+TEXT_INFO = {  # what the text tasks learn from data, made up small
+    "keyphrase": {"vocab": VOCAB, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
+                  "chars": {"items": ["<pad>", "<unk>", *"abcdefgh"]}},
+    "similarity": {"vocab": VOCAB, "score_range": [1.0, 5.0]},
+}
+LENGTHS = [7, 3, 1, 5]  # variable lengths, unsorted, one single-token sequence
+
+
+def text_batch(task: str, gen: torch.Generator) -> dict:
+    """A padded batch in the layout the task's collate makes (word ids >= 2, i.e. no <pad>)."""
+    t = max(LENGTHS)
+    mask = torch.arange(t).unsqueeze(0) < torch.tensor(LENGTHS).unsqueeze(1)  # (B, T)
+    words = torch.randint(2, 42, (len(LENGTHS), t), generator=gen) * mask
+    if task == "keyphrase":
+        chars = torch.randint(2, 10, (len(LENGTHS), t, 4), generator=gen) * mask.unsqueeze(2)
+        tags = torch.randint(0, 3, (len(LENGTHS), t), generator=gen) * mask
+        return {"words": words, "chars": chars, "tags": tags, "mask": mask, "tokens": sum(LENGTHS)}
+    lengths = torch.tensor(LENGTHS)
+    flipped = torch.tensor(LENGTHS[::-1])
+    b = torch.stack([torch.roll(row, 1) for row in words]) * (torch.arange(t) < flipped.unsqueeze(1))
+    return {"a": words, "a_len": lengths, "b": b, "b_len": flipped,
+            "score": torch.rand(len(LENGTHS), generator=gen) * 4 + 1}
+
+
+def outputs(task: str, model: torch.nn.Module, batch: dict) -> list[torch.Tensor]:
+    """Each example's output: a tagger's emissions over its own tokens, a pair's score."""
+    if task == "keyphrase":
+        emissions = model(batch["words"], batch["chars"] if model.chars is not None else None,
+                          batch["mask"])
+        return [emissions[i, :n] for i, n in enumerate(batch["mask"].sum(1).tolist())]
+    return list(model(batch["a"], batch["a_len"], batch["b"], batch["b_len"]))
+
+
+def row(task: str, batch: dict, i: int) -> dict:
+    """Example i alone, without the batch's padding."""
+    if task == "keyphrase":
+        n = int(batch["mask"][i].sum())
+        return {k: (v[i : i + 1, :n] if torch.is_tensor(v) else n) for k, v in batch.items()}
+    na, nb = int(batch["a_len"][i]), int(batch["b_len"][i])
+    return {"a": batch["a"][i : i + 1, :na], "a_len": batch["a_len"][i : i + 1],
+            "b": batch["b"][i : i + 1, :nb], "b_len": batch["b_len"][i : i + 1],
+            "score": batch["score"][i : i + 1]}
+
+
+@pytest.mark.parametrize("name", models.names("keyphrase") + models.names("similarity"))
+def test_text_model_forward_backward_and_padding(name):
+    task_name = models.get(name).task
+    kind = tasks.get(task_name)
+    cfg = RunConfig(task=task_name)
+    cfg.model.name = name
+    task = kind.for_run(cfg, make_runtime(cfg.train), TEXT_INFO[task_name])
+    torch.manual_seed(0)
+    model = task.build_model()  # through the task, as training builds it
+    batch = text_batch(task_name, torch.Generator().manual_seed(0))
+    if task_name == "keyphrase" and model.chars is None:
+        batch["chars"] = None
+    out = task.step(model, batch)  # the training step: loss and figures
+    assert out.loss.shape == () and torch.isfinite(out.loss)
+    assert out.count == len(LENGTHS)
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    model.eval()
+    with torch.no_grad():
+        together = outputs(task_name, model, batch)
+        for i in range(len(LENGTHS)):
+            (alone,) = outputs(task_name, model, row(task_name, batch, i))
+            assert together[i].shape == alone.shape
+            torch.testing.assert_close(together[i], alone, rtol=1e-4, atol=1e-5,
+                                       msg=f"{name}: example {i}'s output depends on padding")
+    if task_name == "similarity":
+        lo, hi = TEXT_INFO["similarity"]["score_range"]
+        assert all(lo <= float(s) <= hi for s in together)
 
 
 @pytest.mark.parametrize("name", models.names("image"))

@@ -57,7 +57,7 @@ def resolve_config(task: str | None, model: str | None, config_file: str | None 
         key, value = config_mod.parse_assignment(text)
         config_mod.set_value(cfg, key, value)
     models.get(cfg.model.name, kind.name)  # --set model.name=... must name a model too
-    models.check_args(cfg.model.name, kind.name, cfg.model.args)  # before any data is read
+    models.check_args(cfg.model.name, kind.name, cfg.model.args, kind.supplied)  # before data is read
     tasks.registry.check_config(cfg)
     return cfg
 

@@ -46,24 +46,16 @@ class ClassicCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _classic(name: str, description: str, **fixed):
-    @register(name, "image", description, RECIPE)
-    def build(in_channels: int, num_classes: int, image_size: tuple[int, int],
-              dropout: float = fixed.get("dropout", 0.0),
-              gap: bool = fixed.get("gap", False),
-              batch_norm: bool = fixed.get("batch_norm", False)) -> nn.Module:
-        return ClassicCNN(in_channels, num_classes, image_size, dropout, gap, batch_norm)
-
-    return build
+def _classic(name: str, description: str, **fixed) -> None:
+    register(name, "image", description, RECIPE, **fixed)(ClassicCNN)
 
 
-classic_cnn = _classic("classic-cnn", "report B: conv 32-64-128 pairs + FC 512")
-classic_cnn_dropout = _classic("classic-cnn-dropout", "classic-cnn + dropout 0.5", dropout=0.5)
-classic_cnn_gap = _classic("classic-cnn-gap", "classic-cnn with global average pooling", gap=True)
-classic_cnn_gap_dropout = _classic("classic-cnn-gap-dropout", "GAP + dropout 0.3",
-                                   gap=True, dropout=0.3)
-classic_cnn_bn = _classic("classic-cnn-bn", "classic-cnn + batch norm", batch_norm=True)
-classic_cnn_gap_bn = _classic("classic-cnn-gap-bn", "GAP + batch norm", gap=True, batch_norm=True)
+_classic("classic-cnn", "report B: conv 32-64-128 pairs + FC 512")
+_classic("classic-cnn-dropout", "classic-cnn + dropout 0.5", dropout=0.5)
+_classic("classic-cnn-gap", "classic-cnn with global average pooling", gap=True)
+_classic("classic-cnn-gap-dropout", "GAP + dropout 0.3", gap=True, dropout=0.3)
+_classic("classic-cnn-bn", "classic-cnn + batch norm", batch_norm=True)
+_classic("classic-cnn-gap-bn", "GAP + batch norm", gap=True, batch_norm=True)
 
 
 class Residual(nn.Module):

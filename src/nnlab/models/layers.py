@@ -5,11 +5,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnlab.errors import NnlabError
+
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """`x` in at least fp32, for losses and decoding: autocast's bf16 outputs are widened, fp64
     (train.precision=fp64) is kept, so a float64 check run is float64 all the way."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def rnn_layers(cell: str, input_dim: int, hidden_sizes: tuple[int, ...] | list[int],
+               bidirectional: bool) -> tuple[nn.ModuleList, int]:
+    """One recurrent layer per size, each reading the previous one's output (both directions
+    side by side), and the last one's output width. Separate layers rather than `num_layers`,
+    so each has its own size and its own dropout between them (the tagger and the Siamese
+    encoder both stack them)."""
+    if cell not in CELLS:
+        raise NnlabError(f"model.cell: unknown cell {cell!r} (rnn, lstm, gru)")
+    if not hidden_sizes or min(hidden_sizes) < 1:
+        raise NnlabError(f"model.hidden_sizes: need at least one positive size, got {hidden_sizes}")
+    layers, dim = [], input_dim
+    for size in hidden_sizes:
+        kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+        layers.append(CELLS[cell](dim, size, batch_first=True, bidirectional=bidirectional, **kwargs))
+        dim = (2 if bidirectional else 1) * size
+    return nn.ModuleList(layers), dim
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, batch_norm: bool = True) -> nn.Sequential:

@@ -1,8 +1,11 @@
-"""Models are plain functions registered by name (as in timm), so configs name them by string.
+"""Models are registered by name (as in timm), so configs name them by string.
 
-Each entry also carries the model's *recipe*: the training settings its source used
-(optimiser, learning rate, batch size, epochs), applied as config defaults before the
-user's own config and `--set` overrides.
+An entry is a function or a model class, plus the defaults that make the named variant
+(`cell="lstm", crf=True`): its options are read from the function's or the class's
+`__init__` signature, so a model's options are declared once, where they are used. Each
+entry also carries the model's *recipe*: the training settings its source used (optimiser,
+learning rate, batch size, epochs), applied as config defaults before the user's own config
+and `--set` overrides.
 """
 
 from __future__ import annotations
@@ -22,22 +25,34 @@ from nnlab.errors import NnlabError
 class ModelEntry:
     name: str
     task: str
-    fn: Callable[..., nn.Module]
+    fn: Callable[..., nn.Module]  # a function or an nn.Module class
     description: str
     recipe: dict[str, Any] = field(default_factory=dict)  # dotted config keys -> values
+    defaults: dict[str, Any] = field(default_factory=dict)  # options fixed for this variant
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, task: str, description: str, recipe: dict[str, Any] | None = None):
+def register(name: str, task: str, description: str, recipe: dict[str, Any] | None = None,
+             **defaults: Any):
+    """Register `fn` (a function or class) as `name`; `defaults` replace its own option
+    defaults for this variant (the user may still override them with `model.*`)."""
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, task, fn, description, dict(recipe or {}))
+        unknown = set(defaults) - set(inspect.signature(fn).parameters)
+        if unknown:
+            raise ValueError(f"model {name!r}: {fn.__name__} has no option {sorted(unknown)}")
+        _REGISTRY[name] = ModelEntry(name, task, fn, description, dict(recipe or {}), defaults)
         return fn
 
     return wrap
+
+
+def unregister(name: str) -> None:
+    """Forget a model (tests that register their own)."""
+    _REGISTRY.pop(name, None)
 
 
 def get(name: str, task: str | None = None) -> ModelEntry:
@@ -56,10 +71,12 @@ def names(task: str | None = None) -> list[str]:
 
 
 def options(name: str, fixed: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The model's keyword options and their defaults, except those the task supplies."""
-    sig = inspect.signature(get(name).fn)
+    """The model's keyword options and their defaults (the variant's own where it fixes
+    one), except those the task supplies."""
+    entry = get(name)
+    sig = inspect.signature(entry.fn)
     return {
-        p.name: p.default
+        p.name: entry.defaults.get(p.name, p.default)
         for p in sig.parameters.values()
         if p.name not in fixed and p.default is not inspect.Parameter.empty
     }
@@ -109,4 +126,4 @@ def create(name: str, task: str, args: dict[str, Any], **supplied: Any) -> nn.Mo
     """Build a model; `args` are user options (checked by name), `supplied` come from data."""
     entry = get(name, task)
     args = check_args(name, task, args, tuple(supplied))
-    return entry.fn(**supplied, **args)
+    return entry.fn(**supplied, **{**entry.defaults, **args})

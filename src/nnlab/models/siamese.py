@@ -24,10 +24,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnlab.errors import NnlabError
 from nnlab.models.embedding import WordEmbedding
-from nnlab.models.layers import upcast
+from nnlab.models.layers import rnn_layers, upcast
 from nnlab.models.registry import register
 
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 HEADS = ("malstm", "cosine", "mlp", "dist")
 
 
@@ -40,12 +39,8 @@ class SentenceEncoder(nn.Module):
         super().__init__()
         if inputs not in ("embedding", "onehot"):
             raise NnlabError(f"model.inputs: unknown {inputs!r} (embedding, onehot)")
-        if cell not in CELLS:
-            raise NnlabError(f"model.cell: unknown cell {cell!r} (rnn, lstm, gru)")
         if pooling not in ("last", "max", "mean"):
             raise NnlabError(f"model.pooling: unknown {pooling!r} (last, max, mean)")
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise NnlabError(f"model.hidden_sizes: need at least one positive size, got {hidden_sizes}")
         drops = tuple(dropout) if isinstance(dropout, tuple | list) else (float(dropout),) * len(hidden_sizes)
         if len(drops) != len(hidden_sizes):
             raise NnlabError(f"model.dropout: {len(drops)} values for {len(hidden_sizes)} layers")
@@ -53,15 +48,8 @@ class SentenceEncoder(nn.Module):
         self.words = (WordEmbedding(vocab_size - frozen_words, frozen_words, word_dim)
                       if inputs == "embedding" else None)
         dim = word_dim if inputs == "embedding" else vocab_size
-        layers = []
-        directions = 2 if bidirectional else 1
-        for size in hidden_sizes:
-            kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-            layers.append(CELLS[cell](dim, size, batch_first=True, bidirectional=bidirectional, **kwargs))
-            dim = directions * size
-        self.layers = nn.ModuleList(layers)
+        self.layers, self.out_dim = rnn_layers(cell, dim, hidden_sizes, bidirectional)
         self.drops = nn.ModuleList(nn.Dropout(p) for p in drops)  # on each layer's input
-        self.out_dim = dim
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T) int64, lengths: (B,) on the CPU -> (B, D)
@@ -184,28 +172,16 @@ BEST_RECIPE = {"optim.name": "adam", "optim.lr": 0.002, "schedule.name": "cosine
                "train.grad_clip": 5.0, "train.lookahead": True}
 
 
-def _siamese(cell: str, sizes: tuple[int, ...], dropout, head: str, pooling: str = "last",
-             bidirectional: bool = False, inputs: str = "embedding"):
-    def build(vocab_size: int, score_range: tuple[float, float], frozen_words: int = 0,
-              word_dim: int = 50,
-              inputs: str = inputs, cell: str = cell, hidden_sizes: tuple[int, ...] = sizes,
-              dropout: tuple[float, ...] = dropout, bidirectional: bool = bidirectional,
-              pooling: str = pooling, head: str = head, mlp_hidden: int = 128) -> SiameseRegressor:
-        return SiameseRegressor(vocab_size, score_range, inputs, word_dim, cell, tuple(hidden_sizes),
-                                dropout if isinstance(dropout, int | float) else tuple(dropout),
-                                bidirectional, pooling, head, mlp_hidden, frozen_words)
-
-    return build
-
-
 register("rnn", "similarity", "Siamese RNN (tanh), 128 units, exp(-L1) head (second report)",
-         REPORT_RECIPE)(_siamese("rnn", (128,), (0.0,), "malstm"))
+         REPORT_RECIPE, cell="rnn", hidden_sizes=(128,), dropout=(0.0,), head="malstm")(SiameseRegressor)
 register("stacked-lstm", "similarity",
          "Siamese 3-layer LSTM, 128 units, dropout 0.1/0.2/0.2, exp(-L1) head (second report)",
-         REPORT_RECIPE)(_siamese("lstm", (128, 128, 128), (0.1, 0.2, 0.2), "malstm"))
+         REPORT_RECIPE, cell="lstm", hidden_sizes=(128, 128, 128), dropout=(0.1, 0.2, 0.2),
+         head="malstm")(SiameseRegressor)
 register("malstm", "similarity", "MaLSTM: Siamese LSTM, 50 units, exp(-L1) (Mueller & Thyagarajan 2016)",
-         MALSTM_RECIPE)(_siamese("lstm", (50,), (0.0,), "malstm"))
+         MALSTM_RECIPE, cell="lstm", hidden_sizes=(50,), dropout=(0.0,), head="malstm")(SiameseRegressor)
 register("lstm", "similarity",
          "Siamese BiLSTM, 128 units per direction, max pooling, Tai et al.'s distribution head "
          "(chosen on SICK trial)",
-         BEST_RECIPE)(_siamese("lstm", (128,), (0.0,), "dist", "max", True))
+         BEST_RECIPE, cell="lstm", hidden_sizes=(128,), dropout=(0.0,), head="dist", pooling="max",
+         bidirectional=True)(SiameseRegressor)

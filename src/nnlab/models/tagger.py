@@ -19,10 +19,8 @@ from nnlab.data.tags import allowed_transitions
 from nnlab.errors import NnlabError
 from nnlab.models.crf import CRF
 from nnlab.models.embedding import WordEmbedding
-from nnlab.models.layers import upcast
+from nnlab.models.layers import rnn_layers, upcast
 from nnlab.models.registry import register
-
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class CharCNN(nn.Module):
@@ -70,14 +68,8 @@ class BiRNNStack(nn.Module):
 
     def __init__(self, cell: str, input_dim: int, hidden_sizes: list[int], dropout: float):
         super().__init__()
-        layers, dim = [], input_dim
-        for size in hidden_sizes:
-            kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-            layers.append(CELLS[cell](dim, size, batch_first=True, bidirectional=True, **kwargs))
-            dim = 2 * size
-        self.layers = nn.ModuleList(layers)
+        self.layers, self.out_dim = rnn_layers(cell, input_dim, hidden_sizes, bidirectional=True)
         self.dropout = nn.Dropout(dropout)
-        self.out_dim = dim
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: (B, T, D), lengths: (B,) on the CPU -> (B, T, 2H)
@@ -97,12 +89,8 @@ class SequenceTagger(nn.Module):
                  chars: str = "none", dropout: float = 0.0, crf: bool = False,
                  constrained: bool = True, frozen_words: int = 0):
         super().__init__()
-        if cell not in CELLS:
-            raise NnlabError(f"model.cell: unknown cell {cell!r} (rnn, lstm, gru)")
         if chars not in ("none", "cnn", "lstm"):
             raise NnlabError(f"model.chars: unknown character features {chars!r} (none, cnn, lstm)")
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise NnlabError(f"model.hidden_sizes: need at least one positive size, got {hidden_sizes}")
         self.words = WordEmbedding(vocab_size - frozen_words, frozen_words, word_dim)
         self.chars = None
         feature_dim = word_dim
@@ -162,17 +150,6 @@ RECIPE = {"optim.name": "adam", "optim.lr": 0.002, "schedule.name": "cosine",
           "train.epochs": 20, "train.grad_clip": 5.0, "train.lookahead": True}
 
 
-def _tagger(cell: str, sizes: tuple[int, ...], crf: bool, chars: str = "none", dropout: float = 0.5):
-    def build(vocab_size: int, tags: list[str], encoding: str, num_chars: int, frozen_words: int = 0,
-              word_dim: int = 50, hidden_sizes: tuple[int, ...] = sizes, dropout: float = dropout,
-              chars: str = chars, cell: str = cell, crf: bool = crf, constrained: bool = True
-              ) -> SequenceTagger:
-        return SequenceTagger(vocab_size, tags, encoding, num_chars, cell, tuple(hidden_sizes),
-                              word_dim, chars, dropout, crf, constrained, frozen_words)
-
-    return build
-
-
 VARIANTS = {
     "birnn": ("rnn", (32,), "bidirectional RNN (tanh), 32 units per direction"),
     "bilstm": ("lstm", (32,), "bidirectional LSTM, 32 units per direction"),
@@ -180,11 +157,13 @@ VARIANTS = {
     "deep-bilstm": ("lstm", (32, 16, 16), "3-layer bidirectional LSTM, 32/16/16 units"),
 }
 for _name, (_cell, _sizes, _text) in VARIANTS.items():
-    register(_name, "keyphrase", f"{_text}, softmax per token", RECIPE)(_tagger(_cell, _sizes, False))
-    register(f"{_name}-crf", "keyphrase", f"{_text}, CRF", RECIPE)(_tagger(_cell, _sizes, True))
+    for _crf in (False, True):
+        register(f"{_name}-crf" if _crf else _name, "keyphrase",
+                 f"{_text}, {'CRF' if _crf else 'softmax per token'}", RECIPE,
+                 cell=_cell, hidden_sizes=_sizes, crf=_crf, dropout=0.5)(SequenceTagger)
 register("bilstm-cnn-crf", "keyphrase",
-         "char-CNN + word features, BiLSTM 100 units per direction, CRF (Ma & Hovy 2016)",
-         RECIPE)(_tagger("lstm", (100,), True, "cnn"))
+         "char-CNN + word features, BiLSTM 100 units per direction, CRF (Ma & Hovy 2016)", RECIPE,
+         hidden_sizes=(100,), crf=True, chars="cnn", dropout=0.5)(SequenceTagger)
 register("bilstm-lstm-crf", "keyphrase",
          "char-BiLSTM + word features, BiLSTM 100 units per direction, CRF (Lample et al. 2016)",
-         RECIPE)(_tagger("lstm", (100,), True, "lstm"))
+         RECIPE, hidden_sizes=(100,), crf=True, chars="lstm", dropout=0.5)(SequenceTagger)
