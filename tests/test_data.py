@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from conftest import tar_folder, write_cifar_binary, write_cifar_python, write_image_folder
 from nnlab.data import cache
 from nnlab.data.augment import crop_flip, keras_affine
-from nnlab.data.images import channel_stats, load_images, stratified_split
+from nnlab.data.images import channel_stats, load_images
+from nnlab.data.split import stratified_split
 from nnlab.errors import NnlabError
 
 

@@ -19,7 +19,6 @@ from safetensors.torch import load_file, save_file
 from nnlab.data import cifar, generated, image_folder
 from nnlab.data.cache import cache_dir
 from nnlab.data.files import FileTree
-from nnlab.errors import NnlabError
 
 LOADER_VERSION = "1"
 GENERATED = "generated"  # the --data value of the built-in generated data set
@@ -112,33 +111,6 @@ def _read_cache(file: Path, path: str) -> ImageSource | None:
         train=ImageData(tensors["train_images"], tensors["train_labels"], classes),
         test=test, format=meta["format"], fingerprint=file.stem, path=str(path),
     )
-
-
-def stratified_split(labels: torch.Tensor, size: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministically split indices into (kept, held_out), keeping class proportions.
-
-    `size` < 1 is a fraction, >= 1 a count. Each class gives its share of the held-out
-    examples (largest remainders settle rounding), chosen by a seeded permutation.
-    """
-    n = labels.shape[0]
-    total = round(size * n) if size < 1 else int(size)
-    if not 0 < total < n:
-        raise NnlabError(f"split of {size} leaves no examples on one side ({n} in all)")
-    classes, counts = torch.unique(labels, return_counts=True)
-    exact = counts.double() * total / n  # (K,)
-    share = exact.floor().long()
-    remainder = total - int(share.sum())
-    if remainder:
-        share[torch.argsort(exact - share, descending=True)[:remainder]] += 1
-    gen = torch.Generator().manual_seed(seed)
-    held: list[torch.Tensor] = []
-    kept: list[torch.Tensor] = []
-    for cls, k in zip(classes.tolist(), share.tolist(), strict=True):
-        idx = torch.nonzero(labels == cls).flatten()
-        idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        held.append(idx[:k])
-        kept.append(idx[k:])
-    return torch.cat(kept).sort().values, torch.cat(held).sort().values
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:

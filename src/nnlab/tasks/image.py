@@ -26,8 +26,8 @@ from nnlab.data.images import (
     ImageSource,
     channel_stats,
     load_images,
-    stratified_split,
 )
+from nnlab.data.split import holdout
 from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
@@ -80,11 +80,12 @@ def build_classifier(cfg: RunConfig, info: dict[str, Any]) -> ImageClassifier:
 
 def split_train_val(data: ImageData, cfg: DataConfig) -> tuple[ImageData, ImageData]:
     """The run's training images and its validation carve-out (then `limit`, if set)."""
-    keep, held = stratified_split(data.labels, cfg.val_size, cfg.split_seed)
-    train, val = data.subset(keep), data.subset(held)
+    keep, held = holdout(len(data), cfg.val_size, cfg.split_seed, "images", "images", data.labels)
+    train, val = data.subset(torch.tensor(keep)), data.subset(torch.tensor(held))
     if 0 < cfg.limit < len(train):
-        small, _ = stratified_split(train.labels, len(train) - cfg.limit, cfg.split_seed)
-        train = train.subset(small)
+        small, _ = holdout(len(train), len(train) - cfg.limit, cfg.split_seed, "data.limit", "images",
+                           train.labels)
+        train = train.subset(torch.tensor(small))
     return train, val
 
 
