@@ -103,6 +103,23 @@ def predict(
         out.print(line)
 
 
+@app.command()
+def export(
+    run_dir: Annotated[str, typer.Argument(help="run folder")],
+    out_file: Annotated[str, typer.Option("--out", help="FILE.onnx; FILE.json (classes, vocabulary, "
+                                          "preprocessing) and a CRF's FILE.viterbi.py go beside it")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+) -> None:
+    """Export a run's best weights to ONNX (needs `nnlab[onnx]`), checked against PyTorch."""
+    from nnlab.export.onnx import export_run
+
+    result = export_run(run_dir, out_file, fmt)
+    parity = result["parity"]
+    out.print(f"{result['model']}: {', '.join(result['files'])}; onnxruntime against PyTorch on "
+              f"{parity['batch']} fresh inputs: max abs difference {parity['max_abs_diff']:.1e}, "
+              "same predictions")
+
+
 @app.command("models")
 def list_models(
     name: Annotated[str | None, typer.Argument(help="a model to describe")] = None,

@@ -35,6 +35,19 @@ def rnn_layers(cell: str, input_dim: int, hidden_sizes: tuple[int, ...] | list[i
     return nn.ModuleList(layers), dim
 
 
+def final_states(out: torch.Tensor, lengths: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """A recurrent layer's final state per sequence, read off its padded outputs: the forward
+    direction's at the last real step, the backward direction's at step 0; (B, T, D) -> (B, D).
+    The same values as the layer's returned state, which the ONNX exporter cannot take from
+    a packed sequence."""
+    last = (lengths.to(out.device) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])
+    at_end = out.gather(1, last).squeeze(1)  # (B, D)
+    if not bidirectional:
+        return at_end
+    half = out.shape[2] // 2
+    return torch.cat([at_end[:, :half], out[:, 0, half:]], dim=1)
+
+
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, batch_norm: bool = True) -> nn.Sequential:
     """3x3 'same' convolution, optional batch norm, ReLU (bias only without batch norm)."""
     layers: list[nn.Module] = [

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnlab.errors import NnlabError
 from nnlab.models.embedding import WordEmbedding
-from nnlab.models.layers import rnn_layers, upcast
+from nnlab.models.layers import final_states, rnn_layers, upcast
 from nnlab.models.registry import register
 
 HEADS = ("malstm", "cosine", "mlp", "dist")
@@ -65,9 +65,13 @@ class SentenceEncoder(nn.Module):
             packed = packed._replace(data=drop(packed.data))
             packed, state = layer(packed)
             last = state[0] if isinstance(state, tuple) else state  # (dirs, B, H)
-        if self.pooling == "last":  # final state of each direction (backward: at token 0)
-            return torch.cat(list(last[-(2 if self.layers[-1].bidirectional else 1):]), dim=1)
+        bidirectional = self.layers[-1].bidirectional
+        if self.pooling == "last" and not torch.onnx.is_in_onnx_export():
+            # final state of each direction (backward: at token 0)
+            return torch.cat(list(last[-(2 if bidirectional else 1):]), dim=1)
         out, _ = pad_packed_sequence(packed, batch_first=True)  # (B, T, D)
+        if self.pooling == "last":  # the same states, read off the outputs (ONNX export)
+            return final_states(out, lengths, bidirectional)
         mask = (torch.arange(out.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).to(out.device)
         if self.pooling == "max":
             return out.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)

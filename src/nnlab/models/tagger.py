@@ -19,7 +19,7 @@ from nnlab.data.tags import allowed_transitions
 from nnlab.errors import NnlabError
 from nnlab.models.crf import CRF
 from nnlab.models.embedding import WordEmbedding
-from nnlab.models.layers import rnn_layers, upcast
+from nnlab.models.layers import final_states, rnn_layers, upcast
 from nnlab.models.registry import register
 
 
@@ -54,6 +54,13 @@ class CharLSTM(nn.Module):
         flat = chars.view(b * t, w)  # (B*T, W)
         lengths = (flat != 0).sum(dim=1)  # (B*T,)
         real = lengths > 0
+        if torch.onnx.is_in_onnx_export():  # the graph has no boolean-mask writes: every word
+            # runs (padding as one <pad> character), padding's states are then zeroed
+            packed = pack_padded_sequence(self.embed(flat), lengths.clamp(min=1), batch_first=True,
+                                          enforce_sorted=False)
+            out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)  # (B*T, W, 2H)
+            h = final_states(out, lengths, bidirectional=True)  # (B*T, 2H)
+            return (h * real.unsqueeze(1)).view(b, t, -1)
         out = flat.new_zeros((b * t, self.out_dim), dtype=self.embed.weight.dtype)
         if real.any():
             packed = pack_padded_sequence(self.embed(flat[real]), lengths[real].cpu(),

@@ -78,6 +78,19 @@ class PredictOptions:
 
 
 @dataclass
+class ExportSpec:
+    """How a task's model goes into an ONNX graph (`nnlab export`)."""
+
+    module: nn.Module  # what the graph computes: the model, or a wrapper fixing its outputs
+    inputs: Callable[[int, torch.Generator], dict[str, torch.Tensor]]  # (batch, gen) -> named inputs
+    outputs: list[str]
+    dynamic_axes: dict[str, dict[int, str]]  # per input and output: which axes vary
+    decide: Callable[[Any, dict[str, torch.Tensor]], list]  # (first output, inputs) -> predictions
+    meta: dict[str, Any]  # what a user needs without nnlab: classes, vocabulary, preprocessing
+    decoder: Path | None = None  # a small decoder shipped beside the graph (a CRF's Viterbi)
+
+
+@dataclass
 class Section:
     """A task's own table in a report (per-class accuracy, per-type F1)."""
 
@@ -272,6 +285,10 @@ class Task:
     @classmethod
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
         """A made-up `info` to build any of its models for `nnlab models NAME`."""
+        raise NotImplementedError
+
+    def export_spec(self, model: nn.Module) -> ExportSpec:
+        """The model's ONNX graph: inputs, outputs, dynamic axes and the meta beside it."""
         raise NotImplementedError
 
     @classmethod

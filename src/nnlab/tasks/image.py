@@ -36,6 +36,7 @@ from nnlab.models.layers import upcast
 from nnlab.models.summary import layer_table
 from nnlab.tasks.base import (
     DataInitialised,
+    ExportSpec,
     PredictOptions,
     Section,
     StepOutput,
@@ -315,6 +316,23 @@ class ImageTask(Task):
         return (["layer", "type", "output shape", "parameters"],
                 [[r.name, r.kind, "x".join(map(str, r.output_shape)),
                   f"{r.parameters:,}" if r.parameters else ""] for r in rows])
+
+    def export_spec(self, model: nn.Module) -> ExportSpec:
+        c, h, w = self._info["image_shape"]
+
+        def inputs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+            return {"images": torch.rand(n, c, h, w, generator=gen)}
+
+        return ExportSpec(
+            model, inputs, ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}},
+            decide=lambda logits, _inputs: np.asarray(logits).argmax(1).tolist(),
+            meta={"classes": self._info["classes"],
+                  "input": f"images: float32 (batch, {c}, {h}, {w}), {'RGB' if c == 3 else 'grey'} "
+                           "pixel values divided by 255, resized to the run's size; the graph "
+                           "normalises them itself",
+                  "output": "logits: (batch, classes); softmax gives probabilities",
+                  "test_time_augmentation": f"not in the graph (the run evaluates with "
+                                            f"data.tta={self.cfg.data.tta})"})
 
     @classmethod
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:

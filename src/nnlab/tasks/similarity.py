@@ -19,12 +19,13 @@ from nnlab import models, plots
 from nnlab.config import RunConfig
 from nnlab.data.pairs import PairData, find_pair_files, read_pairs, words
 from nnlab.data.split import holdout
+from nnlab.data.tokenize import TOKEN
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import correlations
-from nnlab.tasks.base import PredictOptions, Source, StepOutput, eval_mode, first, shared
+from nnlab.tasks.base import ExportSpec, PredictOptions, Source, StepOutput, eval_mode, first, shared
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
 from nnlab.tasks.text import (
@@ -240,6 +241,33 @@ class SimilarityTask(TextTask):
     def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
         plots.scatter(val["predictions"], val["gold"], folder / "scatter_val.png",
                       title=f"{title}: validation, best epoch (Pearson r {val['pearson']:.3f})")
+
+    def export_spec(self, model: nn.Module) -> ExportSpec:
+        """Graph: both sentences' word ids and lengths -> the pair's score."""
+        words = len(self._info["vocab"]["items"])
+
+        def inputs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+            x = {}
+            for side in ("a", "b"):
+                lengths = torch.randint(1, 10, (n,), generator=gen)
+                lengths[n - 1] = 9
+                mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
+                x[side] = torch.randint(2, max(words, 3), (n, 9), generator=gen) * mask
+                x[f"{side}_len"] = lengths
+            return x
+
+        axes = {k: {0: "batch", 1: f"{k}_tokens"} for k in ("a", "b")}
+        axes |= {"a_len": {0: "batch"}, "b_len": {0: "batch"}, "score": {0: "batch"}}
+        lo, hi = self._info["score_range"]
+        return ExportSpec(
+            model, inputs, ["score"], axes,
+            decide=lambda _scores, _inputs: [],  # scores, compared within the tolerance
+            meta={"score_range": [lo, hi], "vocabulary": self._info["vocab"],
+                  "tokenizer": {"pattern": TOKEN.pattern, "flags": "VERBOSE | IGNORECASE"},
+                  "input": "a, b: int64 (batch, tokens), each word's index in vocabulary.items "
+                           "(lower-cased first if vocabulary.lowercase), 1 if absent, 0 for "
+                           "padding; a_len, b_len: int64 (batch,), the sentences' lengths (>= 1)",
+                  "output": f"score: (batch,), in [{lo:g}, {hi:g}]"})
 
     @classmethod
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:

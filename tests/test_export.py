@@ -1,0 +1,120 @@
+"""`nnlab export`: every registered model of every task goes to ONNX, and onnxruntime gives
+PyTorch's outputs (max abs difference <= 1e-4) and predictions on inputs of other batch sizes
+and lengths than the export saw; the shipped Viterbi decoder gives the CRF's tags."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nnlab import models, tasks
+from nnlab.config import RunConfig
+from nnlab.data.tags import allowed_transitions, tag_set
+from nnlab.device import make_runtime
+from nnlab.export import viterbi as viterbi_module
+from nnlab.export.onnx import export_model
+from nnlab.models.crf import CRF
+
+ort = pytest.importorskip("onnxruntime")
+
+VOCAB = {"items": ["<pad>", "<unk>", *[f"w{i}" for i in range(30)]], "lowercase": True, "trained": 32}
+INFO = {
+    "image": {"classes": ["a", "b", "c"], "image_shape": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3},
+    "keyphrase": {"vocab": VOCAB, "tags": tag_set(["KEY"], "bioes"), "encoding": "bioes",
+                  "chars": {"items": ["<pad>", "<unk>", *"abcdefgh"]}, "max_word_chars": 20,
+                  "tokenizer": {"ptb_brackets": False, "ptb_quotes": False}},
+    "similarity": {"vocab": VOCAB, "score_range": [1.0, 5.0]},
+}
+
+
+def built(name: str):
+    kind = tasks.get(models.get(name).task)
+    cfg = RunConfig(task=kind.name)
+    cfg.model.name = name
+    task = kind.for_run(cfg, make_runtime(cfg.train), INFO[kind.name])
+    torch.manual_seed(0)
+    model = task.build_model()
+    if kind.name == "keyphrase":
+        model.o_bias.fill_(0.5)  # exported too: the graph's scores carry it
+        if model.crf is not None:  # trained-looking transitions, so Viterbi is not trivial
+            torch.nn.init.normal_(model.crf.transitions, std=2.0)
+    return task, model.eval()
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_model_exports_with_parity(name, tmp_path):
+    task, model = built(name)
+    result = export_model(task, model, tmp_path / "m.onnx")
+    assert result["parity"]["max_abs_diff"] <= 1e-4 and result["parity"]["same_predictions"]
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["task"] == task.name and meta["onnx"]["inputs"]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    spec = task.export_spec(model)
+    inputs = spec.inputs(7, torch.Generator().manual_seed(7))  # a third batch size and set of lengths
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    with torch.no_grad():
+        want = spec.module(*inputs.values()).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
+    if task.name == "keyphrase":  # the decoder shipped beside the graph, used as a user would
+        mask = inputs["mask"]
+        with torch.no_grad():
+            emissions = model(inputs["words"], inputs.get("chars"), mask)
+            expected = model.decode(emissions, mask)  # nnlab's own decoding, O offset included
+        if meta["crf"] is not None:
+            file = tmp_path / "m.viterbi.py"
+            loaded = importlib.util.spec_from_file_location("shipped", file)
+            shipped = importlib.util.module_from_spec(loaded)
+            loaded.loader.exec_module(shipped)
+            crf = meta["crf"]
+            tags = [shipped.viterbi(got[i, :n], crf["start"], crf["transitions"], crf["end"])
+                    for i, n in enumerate(mask.sum(1).tolist())]
+        else:
+            tags = [got[i, :n].argmax(1).tolist() for i, n in enumerate(mask.sum(1).tolist())]
+        assert tags == [expected[i, :n].tolist() for i, n in enumerate(mask.sum(1).tolist())]
+
+
+@pytest.mark.parametrize("encoding", ["bio", "bioes"])
+def test_numpy_viterbi_matches_the_crf(encoding):
+    tags = tag_set(["A", "B"], encoding)
+    torch.manual_seed(1)
+    crf = CRF(len(tags), *allowed_transitions(tags, encoding))
+    torch.nn.init.normal_(crf.transitions, std=3.0)
+    emissions = torch.randn(6, 9, len(tags)) * 2
+    lengths = torch.tensor([9, 1, 4, 7, 2, 9])
+    mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
+    expected, _ = crf.decode(emissions, mask)
+    start, trans, end = (t.detach().numpy() for t in crf._scores())
+    for i, n in enumerate(lengths.tolist()):
+        assert viterbi_module.viterbi(emissions[i, :n].numpy(), start, trans, end) == expected[i, :n].tolist()
+
+
+def test_export_through_the_cli(tmp_path, run_cli):
+    run = tmp_path / "run"
+    r = run_cli("train", "keyphrase", "--model", "bilstm-crf", "--data", "generated", "--epochs", "1",
+                "--set", "data.limit=40", "--out", run, "--quiet")
+    assert r.code == 0, r.err
+    r = run_cli("export", run, "--out", tmp_path / "tagger.onnx")
+    assert r.code == 0, r.err
+    assert "same predictions" in r.out
+    for name in ("tagger.onnx", "tagger.json", "tagger.viterbi.py"):
+        assert (tmp_path / name).is_file()
+    meta = json.loads((tmp_path / "tagger.json").read_text())
+    assert meta["model"] == "bilstm-crf" and meta["tags"][0] == "O" and meta["crf"]["transitions"]
+
+    for args, words in ((["--format", "tflite"], "--format tflite"),
+                        (["--out", tmp_path / "x.txt"], "ending in .onnx"),
+                        (["--out", tmp_path / "missing" / "deeper" / "x.onnx"], None)):
+        if "--out" not in args:
+            args = [*args, "--out", tmp_path / "y.onnx"]
+        r = run_cli("export", run, *args)
+        if words is None:  # a new folder is made, like a run folder
+            assert r.code == 0, r.err
+            continue
+        assert r.code == 2 and words in r.err and "Traceback" not in r.err
+    r = run_cli("export", tmp_path / "nothing", "--out", tmp_path / "z.onnx")
+    assert r.code == 2 and "nothing" in r.err
+    assert not (tmp_path / "z.onnx").exists() and not (tmp_path / "y.onnx").exists()
