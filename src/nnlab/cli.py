@@ -120,6 +120,51 @@ def export(
               "same predictions")
 
 
+@app.command()
+def serve(
+    run_dirs: Annotated[list[str], typer.Argument(help="run folders, each RUN_DIR or NAME=RUN_DIR")],
+    host: Annotated[str, typer.Option(help="address to bind (beyond loopback, --token is needed)")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    token: Annotated[str | None, typer.Option(
+        help="require `Authorization: Bearer TOKEN` on /v1 (default: $NNLAB_TOKEN)")] = None,
+    max_body_mb: Annotated[float, typer.Option(help="largest request body, MiB")] = 20.0,
+    max_chars: Annotated[int, typer.Option(help="longest text, characters")] = 20_000,
+    max_batch: Annotated[int, typer.Option(help="inputs per forward pass")] = 32,
+    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 5.0,
+    top_k: Annotated[int, typer.Option(help="classes per image")] = 3,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Serve runs over HTTP (needs `nnlab[serve]`): a JSON API and a page to try each model."""
+    import ipaddress
+    import os
+
+    try:
+        import uvicorn
+
+        from nnlab.serve.app import Limits, create_app, load_served
+    except ImportError:
+        raise NnlabError("serve: needs the extra: pip install 'nnlab[serve]'") from None
+    token = token or os.environ.get("NNLAB_TOKEN") or None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and token is None:
+        raise NnlabError(f"--host {host}: beyond loopback the API needs a token (--token or $NNLAB_TOKEN)")
+    for name, value in (("--max-chars", max_chars), ("--max-batch", max_batch), ("--top-k", top_k)):
+        if value < 1:
+            raise NnlabError(f"{name}: must be at least 1, got {value}")
+    if max_body_mb <= 0 or batch_wait_ms < 0:
+        raise NnlabError("--max-body-mb must be positive and --batch-wait-ms 0 or more")
+    limits = Limits(max_body=int(max_body_mb * (1 << 20)), max_chars=max_chars, max_batch=max_batch,
+                    wait=batch_wait_ms / 1000, top_k=top_k)
+    served = load_served(run_dirs, device, limits)
+    err.print(f"serving {', '.join(s.name for s in served)} on http://{host}:{port}/ (API: /v1/models, "
+              "docs: /docs)", markup=False, highlight=False)
+    uvicorn.run(create_app(served, limits, token), host=host, port=port, log_level="warning")
+
+
 @app.command("models")
 def list_models(
     name: Annotated[str | None, typer.Argument(help="a model to describe")] = None,

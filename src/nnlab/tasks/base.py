@@ -159,6 +159,11 @@ class Task:
     # and predictions), run beside the variants of a study
     baselines: ClassVar[dict[str, Callable[[Any], dict[str, Any]]]] = {}
     tta_modes: ClassVar[tuple[str, ...]] = ("none",)  # test-time augmentations it offers
+    # how `nnlab serve` takes its inputs ("files": multipart uploads, "json": a JSON body) and
+    # which of the try-it page's widgets shows its predictions
+    request_kind: ClassVar[str] = "json"
+    page_widget: ClassVar[str] = ""
+    request_help: ClassVar[str] = ""  # the request body, for the API's clients
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]):
         self.cfg, self.runtime = cfg, runtime
@@ -256,6 +261,15 @@ class Task:
         raise NotImplementedError
 
     def predict(self, model: nn.Module, inputs: list[Any], options: PredictOptions) -> list[dict]:
+        raise NotImplementedError
+
+    def public_info(self) -> dict[str, Any]:
+        """What a client of the served model should know of its outputs (classes, tags...)."""
+        return {}
+
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int) -> list[Any]:
+        """A served request's inputs (its JSON body or uploaded files), checked as strictly as
+        `read_inputs` checks command-line arguments (NnlabError: the client's mistake)."""
         raise NotImplementedError
 
     @classmethod

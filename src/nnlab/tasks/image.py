@@ -117,6 +117,9 @@ class ImageTask(Task):
         "data.augment": ("none", "crop-flip", "keras", "airbench"), "data.tta": TTA_MODES}
     tta_modes = TTA_MODES
     predict_help = "image files"
+    request_kind = "files"
+    page_widget = "classes"
+    request_help = "multipart/form-data, one or more `file` fields (PNG, JPEG, ...)"
 
     # -- data -----------------------------------------------------------------------------
     @classmethod
@@ -257,6 +260,15 @@ class ImageTask(Task):
                 raise NnlabError(f"{file}: no such file")
             decoded.append((file, decode_image(p.read_bytes(), file)))  # (H, W) or (H, W, 3) uint8
         return decoded
+
+    def public_info(self) -> dict[str, Any]:
+        return {"classes": self._info["classes"]}
+
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int
+                       ) -> list[tuple[str, np.ndarray]]:
+        if not files:
+            raise NnlabError("send the images as multipart/form-data `file` fields")
+        return [(name, decode_image(data, name)) for name, data in files]
 
     def predict(self, model: nn.Module, inputs: list[tuple[str, np.ndarray]],
                 options: PredictOptions) -> list[dict[str, Any]]:

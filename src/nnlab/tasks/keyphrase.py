@@ -210,6 +210,9 @@ class KeyphraseTask(TextTask):
         "data.encoding": ("bio", "bioes"), "data.invalid_tags": ("repair", "error"),
         "data.train_unit": ("sentence", "document")}
     predict_help = "texts ('-' reads stdin; --files: text files)"
+    page_widget = "spans"
+    request_help = 'JSON {"texts": ["...", ...]}'
+
 
     def load_source(self, path: str) -> Source[TaggedText]:
         return load_keyphrase(path, self.cfg)
@@ -350,6 +353,21 @@ class KeyphraseTask(TextTask):
         if not inputs:
             raise NnlabError("predict: give at least one text")
         return read_texts(inputs, options.files)
+
+    def public_info(self) -> dict[str, Any]:
+        return {"types": self._info["types"], "tags": self._info["tags"]}
+
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int) -> list[str]:
+        texts = body.get("texts") if isinstance(body, dict) else None
+        if files or not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise NnlabError('send JSON {"texts": ["a text", ...]}')
+        for i, text in enumerate(texts, start=1):
+            if not text.strip():
+                raise NnlabError(f"text {i}: empty; nothing to extract keyphrases from")
+            if len(text) > max_chars:
+                raise NnlabError(f"text {i}: {len(text):,} characters, more than the server's "
+                                 f"limit of {max_chars:,}")
+        return texts
 
     def predict(self, model: nn.Module, texts: list[str], options: PredictOptions) -> list[dict]:
         """Keyphrases in raw texts: tokenised as the training data was, tagged, spans mapped

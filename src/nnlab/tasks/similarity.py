@@ -125,6 +125,8 @@ class SimilarityTask(TextTask):
     data_folders = ("sick",)
     choices: ClassVar[dict[str, Any]] = {"data.pair_layout": ("auto", "sick", "sts", "tsv")}
     predict_help = "two sentences (or --pairs FILE.tsv)"
+    page_widget = "score"
+    request_help = 'JSON {"pairs": [["a sentence", "another"], ...]}'
     baselines: ClassVar[dict[str, Callable[[PairData], dict]]] = {
         "glove-cosine": glove_cosine, "minilm-cosine": minilm_cosine}
 
@@ -209,6 +211,21 @@ class SimilarityTask(TextTask):
         if options.files:
             raise NnlabError("predict: --files is for keyphrase runs; give two sentences or --pairs FILE")
         return read_pair_inputs(inputs, options.pairs)
+
+    def public_info(self) -> dict[str, Any]:
+        return {"score_range": self._info["score_range"]}
+
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int
+                       ) -> list[tuple[str, str]]:
+        pairs = body.get("pairs") if isinstance(body, dict) else None
+        if files or not isinstance(pairs, list) or not pairs or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p) for p in pairs):
+            raise NnlabError('send JSON {"pairs": [["a sentence", "another"], ...]}')
+        for i, pair in enumerate(pairs, start=1):
+            if any(len(t) > max_chars for t in pair):
+                raise NnlabError(f"pair {i}: a sentence longer than the server's limit of "
+                                 f"{max_chars:,} characters")
+        return [(a, b) for a, b in pairs]
 
     def predict(self, model: nn.Module, pairs: list[tuple[str, str]], options: PredictOptions
                 ) -> list[dict]:
