@@ -356,8 +356,8 @@ def _evaluate_test(paths: list[Path], console: Console, notes: list[str]) -> Non
             console.print(f"[yellow]test split: {escape(str(e))}[/]")
             notes.append(f"No test figures: {e}.")
             return
-        atomic_write_json(path / "eval" / "test.json",
-              {k: v for k, v in result.items() if k not in ("confusion", "predictions", "gold")})
+        bulky = tasks.get(result["task"]).detail_keys
+        atomic_write_json(path / "eval" / "test.json", {k: v for k, v in result.items() if k not in bulky})
 
 
 def _is_baseline(path: Path) -> bool:
