@@ -116,6 +116,8 @@ def test_concurrent_requests_are_batched(client):
     ("keyphrase", {"files": [("file", ("a.png", b"x", "image/png"))]}, 400, '"texts"'),
     ("similarity", {"json": {"pairs": [["only one"]]}}, 400, '"pairs"'),
     ("similarity", {"json": {"pairs": [["", "a sentence"]]}}, 400, "empty"),
+    ("similarity", {"json": {"pairs": [PAIR] * 65}}, 400, "limit of 64"),
+    ("keyphrase", {"json": ["a text"]}, 400, '"texts"'),
 ])
 def test_client_mistakes_are_4xx_json_and_the_server_stays_up(client, path, kwargs, status, words):
     r = client.post(f"/v1/models/{path}/predict", **kwargs)

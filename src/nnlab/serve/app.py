@@ -43,7 +43,7 @@ PAGE = Path(__file__).with_name("page.html")
 class Limits:
     max_body: int = 20 << 20  # bytes of a request body
     max_chars: int = 20_000  # characters of one text
-    max_files: int = 64  # images in one request
+    max_inputs: int = 64  # images, texts or pairs in one request
     max_batch: int = 32  # inputs per forward pass
     wait: float = 0.005  # seconds a batch waits for more requests
     top_k: int = 3  # classes per image
@@ -149,6 +149,9 @@ def create_app(served: list[Served], limits: Limits, token: str | None = None) -
             raise HTTPException(404, f"no model {name!r} (models: {', '.join(by_name)})")
         body, files = await _read_request(request, limits)
         inputs = await run_in_threadpool(model.task.request_inputs, body, files, limits.max_chars)
+        if len(inputs) > limits.max_inputs:
+            raise NnlabError(f"{len(inputs)} inputs in one request, more than the server's limit of "
+                             f"{limits.max_inputs}")
         return JSONResponse(await model.batcher.submit(inputs))
 
     @app.get("/", response_class=HTMLResponse)
@@ -164,7 +167,7 @@ async def _read_request(request: Request, limits: Limits) -> tuple[Any, list[tup
     """(JSON body, uploaded files): a multipart form's `file` fields, or a JSON body."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         try:
-            form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
+            form = await request.form(max_files=limits.max_inputs, max_fields=limits.max_inputs)
         except HTTPException:
             raise
         except Exception as e:  # a malformed multipart body
