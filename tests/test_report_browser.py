@@ -7,9 +7,12 @@ Skipped where Chromium or Playwright is missing, except under CI, where that is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,30 +35,38 @@ def _need_browser():
     return sync_playwright
 
 
-def render(page_path: Path, screenshot: Path) -> dict:
-    """Open the page; return console errors, broken images and layout facts."""
+@contextlib.contextmanager
+def browser_page(viewport: dict[str, int]) -> Iterator[tuple[Any, list[str]]]:
+    """A page in headless Chromium, and the console errors, page errors and failed loads
+    it collects."""
     sync_playwright = _need_browser()
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport=viewport)
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("requestfailed", lambda r: errors.append(f"failed to load {r.url[:80]}"))
-            page.goto(page_path.resolve().as_uri(), wait_until="load")
-            facts = page.evaluate("""() => ({
-                images: document.images.length,
-                broken: Array.from(document.images)
-                    .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
-                tables: document.querySelectorAll('table').length,
-                headline: document.querySelector('.best')?.textContent ?? '',
-                overflow: document.documentElement.scrollWidth > window.innerWidth,
-            })""")
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
+            yield page, errors
         finally:
             browser.close()
+
+
+def render(page_path: Path, screenshot: Path) -> dict:
+    """Open the page; return console errors, broken images and layout facts."""
+    with browser_page({"width": 1280, "height": 900}) as (page, errors):
+        page.goto(page_path.resolve().as_uri(), wait_until="load")
+        facts = page.evaluate("""() => ({
+            images: document.images.length,
+            broken: Array.from(document.images)
+                .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
+            tables: document.querySelectorAll('table').length,
+            headline: document.querySelector('.best')?.textContent ?? '',
+            overflow: document.documentElement.scrollWidth > window.innerWidth,
+        })""")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
     return facts | {"errors": errors}
 
 

@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 from test_bad_input import png_of_size
-from test_report_browser import CHROMIUM, FLAGS, REPO, _need_browser
+from test_report_browser import REPO, browser_page
 
 from nnlab import experiment
 from nnlab.serve.app import Limits, create_app, load_served
@@ -154,7 +154,6 @@ def test_the_page_in_chromium(runs, tmp_path):
     """A person's use of the page: an image's class bars, a text's keyphrases, a pair's score."""
     import uvicorn
 
-    sync_playwright = _need_browser()
     limits = Limits()
     served = load_served([f"{name}={path}" for name, path in runs.items()], "cpu", limits)
     port = free_port()
@@ -168,40 +167,32 @@ def test_the_page_in_chromium(runs, tmp_path):
                 break
             time.sleep(0.05)
         (tmp_path / "cat.png").write_bytes(png(3))
-        errors: list[str] = []
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            try:
-                page = browser.new_page(viewport={"width": 1100, "height": 1000})
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
-                image = page.locator("section[data-model=image]")
-                image.locator("input[type=file]").set_input_files(str(tmp_path / "cat.png"))
-                image.locator("button").click()
-                image.locator(".bar").first.wait_for()
-                assert image.locator(".bar").count() == 3
-                text = page.locator("section[data-model=keyphrase]")
-                text.locator("textarea").fill("   ")
-                text.locator("button").click()
-                text.locator(".error").wait_for()
-                assert "empty" in text.locator(".error").inner_text()
-                text.locator("textarea").fill(TEXT)
-                text.locator("button").click()
-                text.locator(".out").get_by_text("network", exact=False).first.wait_for()
-                assert text.locator(".out").inner_text().strip().startswith("We present")
-                pair = page.locator("section[data-model=similarity]")
-                pair.locator("input").nth(0).fill(PAIR[0])
-                pair.locator("input").nth(1).fill(PAIR[1])
-                pair.locator("button").click()
-                pair.locator(".score").wait_for()
-                score = float(pair.locator(".score").inner_text())
-                assert 1 <= score <= 5
-                shot = Path(os.environ.get("NNLAB_TEST_ARTIFACTS", REPO / "test-artifacts"))
-                shot.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(shot / "serve.png"), full_page=True)
-            finally:
-                browser.close()
+        with browser_page({"width": 1100, "height": 1000}) as (page, errors):
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            image = page.locator("section[data-model=image]")
+            image.locator("input[type=file]").set_input_files(str(tmp_path / "cat.png"))
+            image.locator("button").click()
+            image.locator(".bar").first.wait_for()
+            assert image.locator(".bar").count() == 3
+            text = page.locator("section[data-model=keyphrase]")
+            text.locator("textarea").fill("   ")
+            text.locator("button").click()
+            text.locator(".error").wait_for()
+            assert "empty" in text.locator(".error").inner_text()
+            text.locator("textarea").fill(TEXT)
+            text.locator("button").click()
+            text.locator(".out").get_by_text("network", exact=False).first.wait_for()
+            assert text.locator(".out").inner_text().strip().startswith("We present")
+            pair = page.locator("section[data-model=similarity]")
+            pair.locator("input").nth(0).fill(PAIR[0])
+            pair.locator("input").nth(1).fill(PAIR[1])
+            pair.locator("button").click()
+            pair.locator(".score").wait_for()
+            score = float(pair.locator(".score").inner_text())
+            assert 1 <= score <= 5
+            shot = Path(os.environ.get("NNLAB_TEST_ARTIFACTS", REPO / "test-artifacts"))
+            shot.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot / "serve.png"), full_page=True)
         assert [e for e in errors if "400" not in e] == []  # the empty text's 400 is expected
     finally:
         server.should_exit = True

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 import torch
 from torch import nn
 
-from nnlab import distributed
+from nnlab import distributed, plots
 from nnlab.config import RunConfig
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
@@ -308,6 +308,12 @@ class Task:
     @classmethod
     def label(cls, metric: str) -> str:
         return cls.labels.get(metric, metric)
+
+
+def write_confusion(task: Task, folder: Path, val: dict[str, Any], title: str) -> None:
+    """`write_plots` of the tasks whose detailed evaluation holds a confusion matrix."""
+    plots.confusion(val["confusion"], val["classes"], folder / "confusion_val.png",
+                    title=f"{title}: validation, best epoch")
 
 
 def fmt(value: Any, digits: int = 4) -> str:

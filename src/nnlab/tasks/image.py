@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab import distributed, models, plots
+from nnlab import distributed, models
 from nnlab.config import DataConfig, RunConfig
 from nnlab.data.augment import augment, cutout
 from nnlab.data.image_folder import decode_image
@@ -44,6 +44,7 @@ from nnlab.tasks.base import (
     check_split,
     eval_mode,
     fmt,
+    write_confusion,
 )
 from nnlab.tasks.registry import register_task
 
@@ -308,9 +309,7 @@ class ImageTask(Task):
         return lines
 
     # -- reports ------------------------------------------------------------------------------
-    def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
-        plots.confusion(val["confusion"], val["classes"], folder / "confusion_val.png",
-                        title=f"{title}: validation, best epoch")
+    write_plots = write_confusion
 
     @classmethod
     def report_sections(cls, runs: list[tuple[str, dict[str, Any]]]) -> list[Section]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnlab import distributed, models, plots
+from nnlab import distributed, models
 from nnlab.config import RunConfig
 from nnlab.data.conll import (
     TaggedText,
@@ -47,6 +47,7 @@ from nnlab.tasks.base import (
     first,
     fmt,
     shared,
+    write_confusion,
 )
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.text import (
@@ -421,9 +422,7 @@ class KeyphraseTask(TextTask):
         return lines
 
     # -- reports ------------------------------------------------------------------------------
-    def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
-        plots.confusion(val["confusion"], val["classes"], folder / "confusion_val.png",
-                        title=f"{title}: validation, best epoch")
+    write_plots = write_confusion
 
     @classmethod
     def report_sections(cls, runs: list[tuple[str, dict[str, Any]]]) -> list[Section]:
