@@ -132,3 +132,43 @@ def test_skip_connections_differ():
     n_plain = sum(p.numel() for p in plain.parameters())
     assert n_res > n_plain  # the projection shortcuts carry parameters
     assert 11_000_000 < n_res < 11_300_000  # the CIFAR ResNet-18 has 11.17M
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_onehot_lookup_equals_the_dense_one_hot_layer(cell, bidirectional):
+    """The lookup path gives what the layer computes on real one-hot vectors, outputs, final
+    states and input-weight gradients alike, on an unsorted padded batch."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from nnlab.models.layers import onehot_rnn, rnn_layers
+
+    torch.manual_seed(0)
+    vocab, lengths = 30, torch.tensor([3, 7, 1, 5])
+    ids = torch.randint(0, vocab, (4, 7))
+    (layer,), _ = rnn_layers(cell, vocab, (6,), bidirectional)
+    dense_in = torch.nn.functional.one_hot(ids, vocab).float()
+    dense_out, dense_state = layer(pack_padded_sequence(dense_in, lengths, batch_first=True,
+                                                        enforce_sorted=False))
+    dense_h = dense_state[0] if isinstance(dense_state, tuple) else dense_state
+    (dense_out.data.sum() + dense_h.pow(2).sum()).backward()
+    dense_grad = layer.weight_ih_l0.grad.clone()
+    layer.zero_grad()
+    out, h = onehot_rnn(layer, pack_padded_sequence(ids, lengths, batch_first=True, enforce_sorted=False))
+    (out.data.sum() + h.pow(2).sum()).backward()
+    torch.testing.assert_close(out.data, dense_out.data)
+    torch.testing.assert_close(h, dense_h)
+    torch.testing.assert_close(layer.weight_ih_l0.grad, dense_grad)
+
+
+def test_onehot_word_dropout_zeroes_or_rescales_whole_words():
+    from nnlab.models.siamese import SentenceEncoder
+
+    torch.manual_seed(0)
+    enc = SentenceEncoder(40, "onehot", 0, "lstm", (8,), (0.5,), False, "last")
+    ids, lengths = torch.randint(0, 40, (16, 5)), torch.full((16,), 5)
+    enc.train()
+    a, b = enc(ids, lengths), enc(ids, lengths)
+    assert not torch.equal(a, b)  # dropout acts in training
+    enc.eval()
+    assert torch.equal(enc(ids, lengths), enc(ids, lengths))

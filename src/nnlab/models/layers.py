@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from nnlab.errors import NnlabError
 
@@ -33,6 +35,44 @@ def rnn_layers(cell: str, input_dim: int, hidden_sizes: tuple[int, ...] | list[i
         layers.append(CELLS[cell](dim, size, batch_first=True, bidirectional=bidirectional, **kwargs))
         dim = (2 if bidirectional else 1) * size
     return nn.ModuleList(layers), dim
+
+
+# torch's functional recurrences (what nn.RNN/LSTM/GRU call), by the module's `mode`
+_RECURRENCES = {"RNN_TANH": torch.rnn_tanh, "LSTM": torch.lstm, "GRU": torch.gru}
+
+
+def onehot_rnn(layer: nn.RNNBase, ids: PackedSequence, keep: torch.Tensor | None = None
+               ) -> tuple[PackedSequence, torch.Tensor]:
+    """`layer` (an RNN/LSTM/GRU whose input size is the vocabulary) run over one-hot words
+    without building them: the same outputs and final states as `layer(one_hot(ids))`.
+
+    A one-hot row times the input weights is one column of them, so each direction's input
+    projection is a lookup; the layer then reads the looked-up gates through an identity.
+    On SICK (a vocabulary of ~2,400) the dense one-hot matmul was ~3/4 of a Siamese LSTM's
+    training step (benchmarks/onehot_speed.py). `keep` (N, 1), if given, scales each word:
+    dropout on a one-hot vector only ever zeroes or rescales its single 1.
+    ids: packed word ids (N,) -> (packed outputs (N, dirs*H), final hidden states (dirs, B, H)).
+    """
+    dirs = 2 if layer.bidirectional else 1
+    suffixes = ["", "_reverse"][:dirs]
+    w_ih = [getattr(layer, f"weight_ih_l0{s}") for s in suffixes]  # each (G, V)
+    gates = w_ih[0].shape[0]
+    x = torch.cat([F.embedding(ids.data, w.t()) for w in w_ih], dim=1)  # (N, dirs*G)
+    if keep is not None:
+        x = x * keep
+    selector = torch.eye(dirs * gates, dtype=x.dtype, device=x.device)  # direction d reads block d
+    params: list[torch.Tensor] = []
+    for d, s in enumerate(suffixes):
+        params += [selector[d * gates:(d + 1) * gates], getattr(layer, f"weight_hh_l0{s}"),
+                   getattr(layer, f"bias_ih_l0{s}"), getattr(layer, f"bias_hh_l0{s}")]
+    batch = int(ids.batch_sizes[0])
+    h0 = torch.zeros(dirs, batch, layer.hidden_size, dtype=x.dtype, device=x.device)
+    hx = (h0, h0) if layer.mode == "LSTM" else h0
+    out, h, *_ = _RECURRENCES[layer.mode](x, ids.batch_sizes, hx, params, True, 1, 0.0,
+                                          layer.training, layer.bidirectional)
+    if ids.unsorted_indices is not None:  # the packed batch is sorted by length: undo it
+        h = h.index_select(1, ids.unsorted_indices)
+    return PackedSequence(out, ids.batch_sizes, ids.sorted_indices, ids.unsorted_indices), h
 
 
 def final_states(out: torch.Tensor, lengths: torch.Tensor, bidirectional: bool) -> torch.Tensor:

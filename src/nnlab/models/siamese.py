@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnlab.errors import NnlabError
 from nnlab.models.embedding import WordEmbedding
-from nnlab.models.layers import final_states, rnn_layers, upcast
+from nnlab.models.layers import final_states, onehot_rnn, rnn_layers, upcast
 from nnlab.models.registry import register
 
 HEADS = ("malstm", "cosine", "mlp", "dist")
@@ -53,14 +53,19 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T) int64, lengths: (B,) on the CPU -> (B, D)
-        # one-hot input (the report's): the first layer's input weights act as embeddings
+        stack = list(zip(self.layers, self.drops, strict=True))
         if self.words is not None:
             x = self.words(ids)  # (B, T, E)
-        else:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        elif torch.onnx.is_in_onnx_export():  # the plain form of one-hot words, for the graph
             x = F.one_hot(ids, self.vocab_size).to(self.layers[0].weight_ih_l0.dtype)  # (B, T, V)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        last = None
-        for layer, drop in zip(self.layers, self.drops, strict=True):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        else:  # one-hot input (the report's): the first layer's input weights act as embeddings
+            packed_ids = pack_padded_sequence(ids, lengths, batch_first=True, enforce_sorted=False)
+            (first, drop), stack = stack[0], stack[1:]
+            keep = drop(torch.ones(packed_ids.data.shape[0], 1, device=ids.device))  # (N, 1)
+            packed, last = onehot_rnn(first, packed_ids, keep)
+        for layer, drop in stack:
             # dropout on each layer's input, as Keras' LSTM(dropout=...) of the report
             packed = packed._replace(data=drop(packed.data))
             packed, state = layer(packed)
