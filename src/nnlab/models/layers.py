@@ -48,9 +48,9 @@ def onehot_rnn(layer: nn.RNNBase, ids: PackedSequence, keep: torch.Tensor | None
 
     A one-hot row times the input weights is one column of them, so each direction's input
     projection is a lookup; the layer then reads the looked-up gates through an identity.
-    On SICK (a vocabulary of ~2,400) the dense one-hot matmul was ~3/4 of a Siamese LSTM's
-    training step (benchmarks/onehot_speed.py). `keep` (N, 1), if given, scales each word:
-    dropout on a one-hot vector only ever zeroes or rescales its single 1.
+    On SICK (a vocabulary of 1,877) the lookup makes the report's Siamese RNN/LSTM training
+    steps 1.4-2x faster (benchmarks/onehot_speed.py), whole runs about 2x. `keep` (N, 1), if
+    given, scales each word: dropout on a one-hot vector only zeroes or rescales its single 1.
     ids: packed word ids (N,) -> (packed outputs (N, dirs*H), final hidden states (dirs, B, H)).
     """
     dirs = 2 if layer.bidirectional else 1
