@@ -136,32 +136,53 @@ def test_skip_connections_differ():
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_onehot_lookup_equals_the_dense_one_hot_layer(cell, bidirectional):
-    """The lookup path gives what the layer computes on real one-hot vectors, outputs, final
-    states and input-weight gradients alike, on an unsorted padded batch."""
-    from torch.nn.utils.rnn import pack_padded_sequence
+def test_padded_rnn_equals_the_packed_layer(cell, bidirectional):
+    """The CPU form (padded, backward direction reversed within each length) gives what the
+    layer gives on packed sequences: outputs (zero past each length) and gradients."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    from nnlab.models.layers import onehot_rnn, rnn_layers
+    from nnlab.models.layers import rnn_layers, rnn_padded
 
     torch.manual_seed(0)
-    vocab, lengths = 30, torch.tensor([3, 7, 1, 5])
-    ids = torch.randint(0, vocab, (4, 7))
-    (layer,), _ = rnn_layers(cell, vocab, (6,), bidirectional)
-    dense_in = torch.nn.functional.one_hot(ids, vocab).float()
-    dense_out, dense_state = layer(pack_padded_sequence(dense_in, lengths, batch_first=True,
-                                                        enforce_sorted=False))
-    dense_h = dense_state[0] if isinstance(dense_state, tuple) else dense_state
-    (dense_out.data.sum() + dense_h.pow(2).sum()).backward()
-    dense_grad = layer.weight_ih_l0.grad.clone()
+    lengths = torch.tensor([3, 7, 1, 5])
+    x = torch.randn(4, 7, 5)
+    (layer,), _ = rnn_layers(cell, 5, (6,), bidirectional)
+    packed, _ = layer(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    want = pad_packed_sequence(packed, batch_first=True, total_length=7)[0]
+    want.pow(2).sum().backward()
+    want_grads = [p.grad.clone() for p in layer.parameters()]
     layer.zero_grad()
-    out, h = onehot_rnn(layer, pack_padded_sequence(ids, lengths, batch_first=True, enforce_sorted=False))
-    (out.data.sum() + h.pow(2).sum()).backward()
-    torch.testing.assert_close(out.data, dense_out.data)
-    torch.testing.assert_close(h, dense_h)
-    torch.testing.assert_close(layer.weight_ih_l0.grad, dense_grad)
+    got = rnn_padded(layer, x, lengths)
+    got.pow(2).sum().backward()
+    torch.testing.assert_close(got, want)
+    for p, g in zip(layer.parameters(), want_grads, strict=True):
+        torch.testing.assert_close(p.grad, g)
 
 
-def test_onehot_word_dropout_zeroes_or_rescales_whole_words():
+@pytest.mark.parametrize("inputs", ["onehot", "embedding"])
+@pytest.mark.parametrize("cell,bidirectional,pooling", [("lstm", False, "last"), ("rnn", False, "last"),
+                                                        ("gru", True, "max"), ("lstm", True, "last")])
+def test_sentence_encoder_cpu_form_equals_the_packed_form(inputs, cell, bidirectional, pooling):
+    """Padded batches with one-hot words looked up (CPU) against packed sequences of real
+    one-hot vectors (GPU, ONNX): the same encodings and input-weight gradients."""
+    from nnlab.models.siamese import SentenceEncoder
+
+    torch.manual_seed(0)
+    enc = SentenceEncoder(30, inputs, 8, cell, (6, 5), (0.0, 0.0), bidirectional, pooling)
+    ids, lengths = torch.randint(0, 30, (4, 7)), torch.tensor([3, 7, 1, 5])
+    first = enc.layers[0].weight_ih_l0
+    grads = []
+    for form in (enc._packed, enc._padded):
+        first.grad = None
+        out = form(ids, lengths)
+        out.pow(2).sum().backward()
+        grads.append((out.detach(), first.grad.clone()))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    torch.testing.assert_close(grads[1][1], grads[0][1])
+    assert enc(ids, lengths).shape == (4, enc.out_dim)
+
+
+def test_onehot_dropout_acts_in_training_only():
     from nnlab.models.siamese import SentenceEncoder
 
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ and a binary file of the same keyphrases give the same gold spans.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 SCHEMES = ("bio", "bioes", "binary")
@@ -20,6 +21,7 @@ class Span(NamedTuple):
     type: str
 
 
+@functools.cache  # a few distinct tags, split for every token of every evaluation
 def split_tag(tag: str) -> tuple[str, str]:
     """`B-Material` -> ("B", "Material"); `O` -> ("O", ""). Untyped `B` -> ("B", "")."""
     if tag == "O":
@@ -53,6 +55,8 @@ def spans_from_tags(tags: list[str], scheme: str) -> tuple[list[Span], list[int]
     start: int | None = None
     prev_prefix, prev_type = "O", ""
     for i, tag in enumerate([*tags, "O"]):
+        if tag == "O" and prev_prefix == "O":  # outside a span: nothing ends, nothing starts
+            continue
         prefix, kind = split_tag(tag)
         if start is not None and _chunk_ends(prev_prefix, prefix, prev_type, kind):
             spans.append(Span(start, i, prev_type))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 
 from nnlab.errors import NnlabError
 
@@ -41,38 +39,48 @@ def rnn_layers(cell: str, input_dim: int, hidden_sizes: tuple[int, ...] | list[i
 _RECURRENCES = {"RNN_TANH": torch.rnn_tanh, "LSTM": torch.lstm, "GRU": torch.gru}
 
 
-def onehot_rnn(layer: nn.RNNBase, ids: PackedSequence, keep: torch.Tensor | None = None
-               ) -> tuple[PackedSequence, torch.Tensor]:
-    """`layer` (an RNN/LSTM/GRU whose input size is the vocabulary) run over one-hot words
-    without building them: the same outputs and final states as `layer(one_hot(ids))`.
+def fast_padded(x: torch.Tensor) -> bool:
+    """Whether recurrent layers take `rnn_padded` (CPU) rather than packed sequences (cuDNN
+    runs packed sequences natively; the ONNX graph keeps the module's own form)."""
+    return x.device.type == "cpu" and not torch.onnx.is_in_onnx_export()
 
-    A one-hot row times the input weights is one column of them, so each direction's input
-    projection is a lookup; the layer then reads the looked-up gates through an identity.
-    On SICK (a vocabulary of 1,877) the lookup makes the report's Siamese RNN/LSTM training
-    steps 1.4-2x faster (benchmarks/onehot_speed.py), whole runs about 2x. `keep` (N, 1), if
-    given, scales each word: dropout on a one-hot vector only zeroes or rescales its single 1.
-    ids: packed word ids (N,) -> (packed outputs (N, dirs*H), final hidden states (dirs, B, H)).
+
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each sequence's first `length` steps in reverse order, padding left where it is;
+    (B, T, D) -> (B, T, D). Its own inverse."""
+    steps = torch.arange(x.shape[1], device=x.device)  # (T,)
+    n = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+    index = torch.where(steps < n, n - 1 - steps, steps)  # (B, T)
+    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
+
+
+def rnn_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor,
+               input_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """`layer` over a padded batch: the outputs packing would give, zero past each length.
+
+    Why: oneDNN's fused RNN kernels take only padded input; on packed sequences torch runs
+    its own step-by-step loop. On 2 CPU cores a training step of a 32-unit BiLSTM ran ~3x
+    faster this way (benchmarks/rnn_speed.py). The backward direction reads each sequence
+    reversed within its length, so in both directions padding comes after the real steps and
+    never reaches them.
+
+    `input_weights` (one per direction) replace the layer's input weights, for inputs that
+    are already projected (one-hot words looked up: see `SentenceEncoder`).
+    x: (B, T, D), lengths: (B,) -> (B, T, dirs*H).
     """
-    dirs = 2 if layer.bidirectional else 1
-    suffixes = ["", "_reverse"][:dirs]
-    w_ih = [getattr(layer, f"weight_ih_l0{s}") for s in suffixes]  # each (G, V)
-    gates = w_ih[0].shape[0]
-    x = torch.cat([F.embedding(ids.data, w.t()) for w in w_ih], dim=1)  # (N, dirs*G)
-    if keep is not None:
-        x = x * keep
-    selector = torch.eye(dirs * gates, dtype=x.dtype, device=x.device)  # direction d reads block d
-    params: list[torch.Tensor] = []
-    for d, s in enumerate(suffixes):
-        params += [selector[d * gates:(d + 1) * gates], getattr(layer, f"weight_hh_l0{s}"),
-                   getattr(layer, f"bias_ih_l0{s}"), getattr(layer, f"bias_hh_l0{s}")]
-    batch = int(ids.batch_sizes[0])
-    h0 = torch.zeros(dirs, batch, layer.hidden_size, dtype=x.dtype, device=x.device)
+    suffixes = ["", "_reverse"][: 2 if layer.bidirectional else 1]
+    h0 = x.new_zeros(1, x.shape[0], layer.hidden_size)
     hx = (h0, h0) if layer.mode == "LSTM" else h0
-    out, h, *_ = _RECURRENCES[layer.mode](x, ids.batch_sizes, hx, params, True, 1, 0.0,
-                                          layer.training, layer.bidirectional)
-    if ids.unsorted_indices is not None:  # the packed batch is sorted by length: undo it
-        h = h.index_select(1, ids.unsorted_indices)
-    return PackedSequence(out, ids.batch_sizes, ids.sorted_indices, ids.unsorted_indices), h
+    outs = []
+    for d, s in enumerate(suffixes):
+        w_ih = getattr(layer, f"weight_ih_l0{s}") if input_weights is None else input_weights[d]
+        params = [w_ih, getattr(layer, f"weight_hh_l0{s}"),
+                  getattr(layer, f"bias_ih_l0{s}"), getattr(layer, f"bias_hh_l0{s}")]
+        seq = x if d == 0 else reverse_within(x, lengths)
+        out = _RECURRENCES[layer.mode](seq, hx, params, True, 1, 0.0, layer.training, False, True)[0]
+        outs.append(out if d == 0 else reverse_within(out, lengths))  # (B, T, H)
+    real = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
+    return torch.cat(outs, dim=2).masked_fill(~real.unsqueeze(2), 0.0)
 
 
 def final_states(out: torch.Tensor, lengths: torch.Tensor, bidirectional: bool) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnlab.errors import NnlabError
 from nnlab.models.embedding import WordEmbedding
-from nnlab.models.layers import final_states, onehot_rnn, rnn_layers, upcast
+from nnlab.models.layers import fast_padded, final_states, rnn_layers, rnn_padded, upcast
 from nnlab.models.registry import register
 
 HEADS = ("malstm", "cosine", "mlp", "dist")
@@ -53,34 +53,51 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # ids: (B, T) int64, lengths: (B,) on the CPU -> (B, D)
-        stack = list(zip(self.layers, self.drops, strict=True))
-        if self.words is not None:
-            x = self.words(ids)  # (B, T, E)
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        elif torch.onnx.is_in_onnx_export():  # the plain form of one-hot words, for the graph
-            x = F.one_hot(ids, self.vocab_size).to(self.layers[0].weight_ih_l0.dtype)  # (B, T, V)
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        else:  # one-hot input (the report's): the first layer's input weights act as embeddings
-            packed_ids = pack_padded_sequence(ids, lengths, batch_first=True, enforce_sorted=False)
-            (first, drop), stack = stack[0], stack[1:]
-            keep = drop(torch.ones(packed_ids.data.shape[0], 1, device=ids.device))  # (N, 1)
-            packed, last = onehot_rnn(first, packed_ids, keep)
-        for layer, drop in stack:
-            # dropout on each layer's input, as Keras' LSTM(dropout=...) of the report
-            packed = packed._replace(data=drop(packed.data))
-            packed, state = layer(packed)
-            last = state[0] if isinstance(state, tuple) else state  # (dirs, B, H)
-        bidirectional = self.layers[-1].bidirectional
-        if self.pooling == "last" and not torch.onnx.is_in_onnx_export():
-            # final state of each direction (backward: at token 0)
-            return torch.cat(list(last[-(2 if bidirectional else 1):]), dim=1)
-        out, _ = pad_packed_sequence(packed, batch_first=True)  # (B, T, D)
-        if self.pooling == "last":  # the same states, read off the outputs (ONNX export)
-            return final_states(out, lengths, bidirectional)
+        out = self._padded(ids, lengths) if fast_padded(ids) else self._packed(ids, lengths)  # (B, T, D)
+        if self.pooling == "last":  # each direction's final state (backward: at token 0)
+            return final_states(out, lengths, self.layers[-1].bidirectional)
         mask = (torch.arange(out.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).to(out.device)
         if self.pooling == "max":
             return out.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
         return (out * mask.unsqueeze(2)).sum(1) / lengths.to(out.device).unsqueeze(1)
+
+    def _padded(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The CPU form: padded batches (see `rnn_padded`); one-hot words are looked up.
+
+        A one-hot row times the first layer's input weights is one column of them, so each
+        direction's input projection is a lookup, then read through an identity. On SICK's
+        1,877 words the dense one-hot matmul was most of a training step
+        (benchmarks/rnn_speed.py). Dropout on a one-hot vector only zeroes or rescales its
+        single 1, so it acts on whole words here."""
+        stack = list(zip(self.layers, self.drops, strict=True))
+        if self.words is not None:
+            h = self.words(ids)  # (B, T, E)
+        else:
+            (first, drop), stack = stack[0], stack[1:]
+            w_ih = [first.weight_ih_l0]  # each (G, V)
+            if first.bidirectional:
+                w_ih.append(first.weight_ih_l0_reverse)
+            dirs = len(w_ih)
+            x = torch.cat([F.embedding(ids, w.t()) for w in w_ih], dim=2)  # (B, T, dirs*G)
+            x = x * drop(x.new_ones(*ids.shape, 1))  # word dropout, (B, T, 1)
+            gates = w_ih[0].shape[0]
+            eye = torch.eye(dirs * gates, dtype=x.dtype, device=x.device)  # direction d reads block d
+            h = rnn_padded(first, x, lengths, [eye[d * gates:(d + 1) * gates] for d in range(dirs)])
+        for layer, drop in stack:
+            h = rnn_padded(layer, drop(h), lengths)  # dropout on each layer's input, as Keras'
+        return h
+
+    def _packed(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The GPU and ONNX form: packed sequences, one-hot words as real one-hot vectors."""
+        if self.words is not None:
+            x = self.words(ids)  # (B, T, E)
+        else:  # the report's one-hot input: the first layer's input weights act as embeddings
+            x = F.one_hot(ids, self.vocab_size).to(self.layers[0].weight_ih_l0.dtype)  # (B, T, V)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        for layer, drop in zip(self.layers, self.drops, strict=True):
+            # dropout on each layer's input, as Keras' LSTM(dropout=...) of the report
+            packed, _ = layer(packed._replace(data=drop(packed.data)))
+        return pad_packed_sequence(packed, batch_first=True, total_length=ids.shape[1])[0]
 
 
 def target_distribution(target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

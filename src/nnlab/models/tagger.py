@@ -19,7 +19,7 @@ from nnlab.data.tags import allowed_transitions
 from nnlab.errors import NnlabError
 from nnlab.models.crf import CRF
 from nnlab.models.embedding import WordEmbedding
-from nnlab.models.layers import final_states, rnn_layers, upcast
+from nnlab.models.layers import fast_padded, final_states, rnn_layers, rnn_padded, upcast
 from nnlab.models.registry import register
 
 
@@ -79,7 +79,17 @@ class BiRNNStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, D), lengths: (B,) on the CPU -> (B, T, 2H)
+        # x: (B, T, D), lengths: (B,) on the CPU -> (B, T, 2H), zero past each length
+        return self._padded(x, lengths) if fast_padded(x) else self._packed(x, lengths)
+
+    def _padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The CPU form: padded batches, ~3x faster for LSTMs (see `rnn_padded`)."""
+        for i, layer in enumerate(self.layers):
+            x = rnn_padded(layer, self.dropout(x) if i else x, lengths)
+        return x
+
+    def _packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The GPU (cuDNN) and ONNX form: packed sequences."""
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         for i, layer in enumerate(self.layers):
             if i:
