@@ -549,16 +549,9 @@ def evaluate_tagger(model: TaggerModel, enc: Encoded, info: dict[str, Any], deta
     all_preds, loss_sum = predicted
     tags = info["tags"]
     best = None
-    known: dict[bytes, list[Span]] = {}  # most sequences decode alike at nearby offsets
-
-    def spans_of(p: torch.Tensor) -> list[Span]:
-        key = p.numpy().tobytes()
-        if key not in known:
-            known[key] = spans_from_tags([tags[j] for j in p.tolist()], info["encoding"])[0]
-        return known[key]
-
     for preds, bias in zip(all_preds, o_biases, strict=True):
-        pred_spans = [spans_of(p) for p in preds]
+        pred_spans = [spans_from_tags([tags[j] for j in p.tolist()], info["encoding"])[0]
+                      for p in preds]
         spans = span_scores(enc.spans, pred_spans)
         if best is None or spans["span_f1"] > best[0]["span_f1"]:
             best = (spans, preds, pred_spans, bias)
