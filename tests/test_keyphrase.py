@@ -167,3 +167,20 @@ def test_real_keyphrase_files_read():
     assert max(len(t) for t in inspec.tokens) > 500  # long documents, read whole
     semeval = read_conll(REAL_KEYPHRASE / "semeval2017" / "train.txt")
     assert semeval.types == ["Material", "Process", "Task"]
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_the_offset_sweep_decodes_as_each_offset_alone(crf):
+    """The validation sweep decodes every O offset in one batch: the same tags as one call
+    per offset (Viterbi for the CRF, argmax without)."""
+    from nnlab.models.tagger import SequenceTagger
+    from nnlab.tasks.keyphrase import O_BIASES, _decode_at
+
+    torch.manual_seed(0)
+    tagger = SequenceTagger(20, tag_set(["KEY"], "bioes"), "bioes", crf=crf)
+    emissions = torch.randn(3, 6, 5) * 2
+    mask = torch.arange(6).unsqueeze(0) < torch.tensor([[6], [2], [4]])
+    swept = _decode_at(tagger, emissions, mask, O_BIASES)
+    for k, bias in enumerate(O_BIASES):
+        assert torch.equal(swept[k], tagger.decode(emissions, mask, bias))
+    assert not all(torch.equal(swept[0], s) for s in swept)  # the offsets change some tags
