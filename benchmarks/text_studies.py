@@ -26,24 +26,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nnlab import claims, studies, tasks
+from nnlab import claims, report, studies, tasks
 from nnlab.host import reference_speeds
 
 
 def read_runs(folder: Path, main_metric: str) -> list[dict]:
+    """Each finished run of the study folder (baselines included), as the report reads it."""
     rows = []
-    for run in sorted((folder / "runs").iterdir()):
-        summary_file, variant_file = run / "summary.json", run / "variant.json"
-        if not (summary_file.is_file() and variant_file.is_file()):
+    for path in sorted((folder / "runs").iterdir()):
+        if not (path / "summary.json").is_file():
             continue
-        summary, variant = json.loads(summary_file.read_text()), json.loads(variant_file.read_text())
-        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-                   if line.strip()] if (run / "metrics.jsonl").is_file() else []
-        rows.append({"variant": variant["variant"], "seed": variant.get("seed"),
-                     main_metric: summary["val"][main_metric],
-                     "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run", 0),
-                     "train_seconds": round(summary.get("train_seconds", 0.0), 1),
-                     "lr_cut_after_epochs": claims.lr_cuts(history)})
+        run = report.read_run(path)
+        rows.append({"variant": run.variant.get("variant", run.name), "seed": run.variant.get("seed"),
+                     main_metric: run.summary["val"][main_metric],
+                     "best_epoch": run.summary.get("best_epoch"),
+                     "epochs_run": run.summary.get("epochs_run", 0),
+                     "train_seconds": round(run.summary.get("train_seconds", 0.0), 1),
+                     "lr_cut_after_epochs": claims.lr_cuts(run.history)})
     return rows
 
 
@@ -80,12 +79,9 @@ def main() -> None:
                         f"study wall time {wall / 60:.1f} min")
     for col in ("variant", f"val {task.main_metric} mean ± sd", "best epochs", "train s (mean)"):
         table.add_column(col, justify="right")
-    for variant, by_seed in scores.items():
+    for variant, _, mean_sd, _, _ in claims.seed_rows(scores):
         mine = [r for r in runs if r["variant"] == variant]
-        values = list(by_seed.values())
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        table.add_row(variant, f"{statistics.fmean(values):.4f} ± {sd:.4f}",
-                      ", ".join(str(r["best_epoch"]) for r in mine),
+        table.add_row(variant, mean_sd, ", ".join(str(r["best_epoch"]) for r in mine),
                       f"{statistics.fmean(r['train_seconds'] for r in mine):.0f}")
     console = Console()
     console.print(table)

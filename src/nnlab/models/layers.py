@@ -45,15 +45,6 @@ def fast_padded(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not torch.onnx.is_in_onnx_export()
 
 
-def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each sequence's first `length` steps in reverse order, padding left where it is;
-    (B, T, D) -> (B, T, D). Its own inverse."""
-    steps = torch.arange(x.shape[1], device=x.device)  # (T,)
-    n = lengths.to(x.device).unsqueeze(1)  # (B, 1)
-    index = torch.where(steps < n, n - 1 - steps, steps)  # (B, T)
-    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
-
-
 def rnn_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor,
                input_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
     """`layer` over a padded batch: the outputs packing would give, zero past each length.
@@ -68,6 +59,11 @@ def rnn_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor,
     are already projected (one-hot words looked up: see `SentenceEncoder`).
     x: (B, T, D), lengths: (B,) -> (B, T, dirs*H).
     """
+    steps = torch.arange(x.shape[1], device=x.device)  # (T,)
+    n = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+    real = steps < n  # (B, T)
+    # each sequence's real steps in reverse order, padding left where it is (its own inverse)
+    reverse = torch.where(real, n - 1 - steps, steps).unsqueeze(2)  # (B, T, 1)
     suffixes = ["", "_reverse"][: 2 if layer.bidirectional else 1]
     h0 = x.new_zeros(1, x.shape[0], layer.hidden_size)
     hx = (h0, h0) if layer.mode == "LSTM" else h0
@@ -76,10 +72,9 @@ def rnn_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor,
         w_ih = getattr(layer, f"weight_ih_l0{s}") if input_weights is None else input_weights[d]
         params = [w_ih, getattr(layer, f"weight_hh_l0{s}"),
                   getattr(layer, f"bias_ih_l0{s}"), getattr(layer, f"bias_hh_l0{s}")]
-        seq = x if d == 0 else reverse_within(x, lengths)
+        seq = x if d == 0 else x.gather(1, reverse.expand(-1, -1, x.shape[2]))
         out = _RECURRENCES[layer.mode](seq, hx, params, True, 1, 0.0, layer.training, False, True)[0]
-        outs.append(out if d == 0 else reverse_within(out, lengths))  # (B, T, H)
-    real = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
+        outs.append(out if d == 0 else out.gather(1, reverse.expand(-1, -1, out.shape[2])))  # (B, T, H)
     return torch.cat(outs, dim=2).masked_fill(~real.unsqueeze(2), 0.0)
 
 
