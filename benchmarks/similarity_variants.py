@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,11 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "lstm best, exp(-L1) head": ("lstm", GLOVE, ["model.head='malstm'"]),
     "lstm best, mlp head": ("lstm", GLOVE, ["model.head='mlp'"]),
     "lstm best, cosine head": ("lstm", GLOVE, ["model.head='cosine'"]),
+    # fine-tuned all-MiniLM-L6-v2 (the extra nnlab[minilm]); word pieces, no GloVe
+    "minilm bi-encoder, cosine head": ("minilm", "", []),
+    "minilm bi-encoder, dist head": ("minilm", "", ["model.head='dist'"]),
+    "minilm cross-encoder, mlp head": ("minilm-cross", "", []),
+    "minilm cross-encoder, dist head": ("minilm-cross", "", ["model.head='dist'"]),
 }
 
 
@@ -66,6 +72,8 @@ def run_variant(name: str, data: str, runs: Path, extra: list[str]) -> dict:
             "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
             "seconds_per_epoch": summary["train_seconds"] / summary["epochs_run"],
             "wall_seconds": time.perf_counter() - start, "parameters": summary["parameters"],
+            # this process's peak so far: run one variant per process (--only) to read it per model
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "run": str(out)}
 
 
@@ -98,6 +106,9 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     runs = Path(args.runs or tempfile.mkdtemp(prefix="nnlab-similarity-"))
+    from nnlab.host import reference_speeds
+
+    host = reference_speeds()  # this host's fp32/bf16 matmul and conv GFLOP/s, with its CPU name
     rows = [] if args.no_baselines else baselines(args.data)
     for name in args.only or list(VARIANTS):
         rows.append(run_variant(name, args.data, runs, args.sets))
@@ -117,7 +128,7 @@ def main() -> None:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"data": args.data, "torch": torch.__version__,
+        out.write_text(json.dumps({"data": args.data, "torch": torch.__version__, "host": host,
                                    "threads": torch.get_num_threads(), "sets": args.sets,
                                    "rows": rows}, indent=2) + "\n")
         print(f"wrote {out}")

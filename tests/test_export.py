@@ -45,7 +45,10 @@ def built(name: str):
     return task, model.eval()
 
 
-@pytest.mark.parametrize("name", models.names())
+EXPORTED = [n for n in models.names() if models.get(n).reads == "words"]
+
+
+@pytest.mark.parametrize("name", EXPORTED)
 def test_every_model_exports_with_parity(name, tmp_path):
     task, model = built(name)
     result = export_model(task, model, tmp_path / "m.onnx")

@@ -45,6 +45,8 @@ class DataConfig:
     invalid_tags: str = "repair"  # an I-X that opens a span: repair (as conlleval) | error
     train_unit: str = "sentence"  # train on whole documents or on their sentences | document
     calibrate_o_bias: bool = True  # after training, pick the decoding offset of O on validation
+    contextual: str = ""  # contextual word features from a frozen pretrained encoder: "" | minilm
+    contextual_layers: int = 4  # its top layers, mixed by learned weights (ELMo's scalar mix)
     # -- similarity --
     pair_layout: str = "auto"  # auto | sick | sts | tsv
     pair_columns: tuple[str, str, str] | None = None  # tsv: sentence A, sentence B, score columns

@@ -29,22 +29,25 @@ class ModelEntry:
     description: str
     recipe: dict[str, Any] = field(default_factory=dict)  # dotted config keys -> values
     defaults: dict[str, Any] = field(default_factory=dict)  # options fixed for this variant
+    reads: str = "words"  # text models: "words" (the run's vocabulary) or "wordpieces" (MiniLM's)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register(name: str, task: str, description: str, recipe: dict[str, Any] | None = None,
-             **defaults: Any):
+             reads: str = "words", **defaults: Any):
     """Register `fn` (a function or class) as `name`; `defaults` replace its own option
-    defaults for this variant (the user may still override them with `model.*`)."""
+    defaults for this variant (the user may still override them with `model.*`). `reads`:
+    what a text model takes as input ids, the run's word vocabulary or a pretrained
+    encoder's word pieces."""
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         unknown = set(defaults) - set(inspect.signature(fn).parameters)
         if unknown:
             raise ValueError(f"model {name!r}: {fn.__name__} has no option {sorted(unknown)}")
-        _REGISTRY[name] = ModelEntry(name, task, fn, description, dict(recipe or {}), defaults)
+        _REGISTRY[name] = ModelEntry(name, task, fn, description, dict(recipe or {}), defaults, reads)
         return fn
 
     return wrap

