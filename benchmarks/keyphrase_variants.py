@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,12 @@ for _model in ("birnn", "bilstm", "bigru", "deep-bilstm"):
         VARIANTS[f"{_model}{_head}+glove"] = (f"{_model}{_head}", GLOVE, [])
 VARIANTS["bilstm-cnn-crf+glove"] = ("bilstm-cnn-crf", GLOVE, [])
 VARIANTS["bilstm-lstm-crf+glove"] = ("bilstm-lstm-crf", GLOVE, [])
+# contextual word features of a frozen all-MiniLM-L6-v2 (the extra nnlab[minilm]), its top 4
+# layers mixed, beside GloVe; whole documents, so each word's context is its abstract
+MINILM = ["data.contextual='minilm'", "data.contextual_layers=4", "data.train_unit='document'",
+          "model.hidden_sizes=[128]"]
+VARIANTS["bilstm-crf+glove+minilm"] = ("bilstm-crf", GLOVE, MINILM)
+VARIANTS["bilstm-cnn-crf+glove+minilm"] = ("bilstm-cnn-crf", GLOVE, MINILM)
 
 
 def run_variant(name: str, data: str, runs: Path, epochs: int | None, extra: list[str]) -> dict:
@@ -53,6 +60,10 @@ def run_variant(name: str, data: str, runs: Path, epochs: int | None, extra: lis
         "epochs_run": summary["epochs_run"],
         "seconds_per_epoch": summary["train_seconds"] / summary["epochs_run"],
         "wall_seconds": wall, "parameters": summary["parameters"], "run": str(out),
+        # the process's peak so far: run one variant per process (--only) to read it per model
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "contextual_seconds": json.loads((out / "config.json").read_text())["task_info"]
+        .get("contextual", {}).get("seconds"),
     }
 
 
@@ -66,6 +77,9 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     runs = Path(args.runs or tempfile.mkdtemp(prefix="nnlab-keyphrase-"))
+    from nnlab.host import reference_speeds
+
+    host = reference_speeds()  # this host's name and fp32/bf16 matmul and conv GFLOP/s
     rows = []
     for name in args.only or list(VARIANTS):
         rows.append(run_variant(name, args.data, runs, args.epochs, args.sets))
@@ -85,7 +99,7 @@ def main() -> None:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"data": args.data, "torch": torch.__version__,
+        out.write_text(json.dumps({"data": args.data, "torch": torch.__version__, "host": host,
                                    "threads": torch.get_num_threads(), "sets": args.sets,
                                    "rows": rows}, indent=2) + "\n")
         print(f"wrote {out}")

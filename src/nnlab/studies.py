@@ -41,6 +41,16 @@ from nnlab.runs import (
     run_summary,
 )
 
+
+def _minilm_installed() -> None:
+    from nnlab.models import minilm
+
+    minilm.model_dir()
+
+
+# optional extras a variant may require -> a check raising NnlabError (one line) when absent
+EXTRAS: dict[str, Any] = {"minilm": _minilm_installed}
+
 BUDGETS = ("quick", "cpu", "full")  # minutes a variant; the reports' claims on 2 cores; a GPU
 STUDY_FILE = "study.json"  # in the study's output folder: what it was started with
 VARIANT_FILE = "variant.json"  # in each run folder: its name and quoted figure in the study
@@ -52,6 +62,7 @@ class Variant:
     config: Path  # the variant's run config (TOML)
     quoted: str = ""  # a published figure for this variant, quoted (not ours)
     budgets: dict[str, list[str]] = field(default_factory=dict)  # budget -> extra --set overrides
+    requires: str = ""  # an optional extra the variant needs (minilm); skipped, with a note, without
 
     @property
     def folder(self) -> str:
@@ -147,8 +158,12 @@ def load_study(name: str) -> Study:
         config = path.parent.parent / need(v, "config", where)
         if not config.is_file():
             raise NnlabError(f"{path}: {where}.config: no such file {config}")
+        requires = v.get("requires", "")
+        if requires and requires not in EXTRAS:
+            raise NnlabError(f"{path}: {where}.requires: unknown extra {requires!r} "
+                             f"({', '.join(EXTRAS)})")
         variants.append(Variant(need(v, "name", where), config, v.get("quoted", ""),
-                                overrides(v, where)))
+                                overrides(v, where), requires))
     baselines = []
     for i, b in enumerate(raw.get("baselines", [])):
         scorer = need(b, "kind", f"baselines[{i}]")
@@ -239,6 +254,15 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
     from nnlab.report import build_report
 
     main = distributed.current().main
+    notes = list(study.notes)
+    for v in study.variants:
+        if v.requires:
+            try:
+                EXTRAS[v.requires]()
+            except NnlabError as e:
+                console.print(f"[yellow]{escape(v.name)}: skipped ({escape(str(e))})[/]")
+                notes.append(f"Variant {v.name!r} skipped: {e}.")
+                jobs = [j for j in jobs if j.variant.name != v.name]
     seeds = sorted({j.seed for j in jobs if j.seed is not None})
     console.print(f"[bold]{escape(study.title)}[/]: {len(study.variants)} variants"
                   f"{f' x {len(seeds)} seeds' if seeds else ''}, budget {budget}, data {escape(found)}")
@@ -273,7 +297,6 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
         return out / "report.html"
     rank = {v.name: i for i, v in enumerate(study.variants)}  # the report lists variant by variant
     paths = [p for _, p in sorted(zip(jobs, paths, strict=True), key=lambda jp: rank[jp[0].variant.name])]
-    notes = list(study.notes)
     for b in study.baselines:
         path = _variant_path(out, b.folder)
         if not (path.is_dir() and RunDir(path).finished):

@@ -335,7 +335,7 @@ class KeyphraseTask(TextTask):
     def step(self, model: TaggerModel, batch: dict) -> StepOutput:
         mask = batch["mask"]
         with self.runtime.autocast():
-            emissions = model(batch["words"], batch["chars"], mask, batch["context"])  # (B, T, N)
+            emissions = model(batch["words"], batch["chars"], mask, batch.get("context"))  # (B, T, N)
         loss = model.loss(emissions.float(), batch["tags"], mask)
         # the decoded tags (Viterbi for a CRF, whose emissions alone are not its prediction); the
         # O offset is chosen after training, and reading it back would sync the device every step
@@ -557,7 +557,7 @@ def _predict_tags(model: TaggerModel, enc: Encoded, runtime: Runtime, batch_size
         batch = collate(enc, idx, runtime.device, with_chars)
         mask = batch["mask"]
         with runtime.autocast():
-            emissions = model(batch["words"], batch["chars"], mask, batch["context"]).float()  # (B, T, N)
+            emissions = model(batch["words"], batch["chars"], mask, batch.get("context")).float()  # (B, T, N)
         loss_sum += model.loss(emissions, batch["tags"], mask).item() * len(idx)
         for out, decoded in zip(preds, _decode_at(model, emissions, mask, o_biases), strict=True):
             for row, i in enumerate(idx):
