@@ -185,3 +185,17 @@ def test_contextual_tagger_trains_evaluates_and_predicts(run_cli, tmp_path, monk
     assert run_cli("predict", run, "   ").code != 0
     r = run_cli("export", run, "--out", tmp_path / "m.onnx")
     assert r.code != 0 and "not exported to ONNX yet" in r.err
+
+
+def test_best_configs_name_the_measured_models():
+    """experiments/<task>/best.toml run as `nnlab train --config ... --data PATH --out RUN`."""
+    from pathlib import Path
+
+    from nnlab.experiment import resolve_config
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    keyphrase = resolve_config(None, None, config_file=str(root / "keyphrase" / "best.toml"))
+    assert keyphrase.task == "keyphrase" and keyphrase.data.contextual == "minilm"
+    assert keyphrase.data.embeddings == "glove-6b-50d" and keyphrase.model.name == "bilstm-crf"
+    similarity = resolve_config(None, None, config_file=str(root / "similarity" / "best.toml"))
+    assert similarity.task == "similarity" and similarity.model.name == "minilm-cross"
