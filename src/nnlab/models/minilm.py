@@ -62,16 +62,21 @@ def bert(pretrained: bool) -> nn.Module:
     config = BertConfig.from_json_file(str(model_dir() / "config.json"))
     model = BertModel(config, add_pooling_layer=False)
     if pretrained:
-        from safetensors.torch import load_file
-
-        state = {k: v for k, v in load_file(str(model_dir() / "model.safetensors")).items()
-                 if not k.startswith("pooler.") and not k.endswith("position_ids")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise NnlabError(f"{model_dir()}: weights do not fit BertModel (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
+        load_weights(model)
     return model
+
+
+def load_weights(model: nn.Module) -> None:
+    """The package's safetensors weights into a `bert()` model (its pooler left out)."""
+    from safetensors.torch import load_file
+
+    state = {k: v for k, v in load_file(str(model_dir() / "model.safetensors")).items()
+             if not k.startswith("pooler.") and not k.endswith("position_ids")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise NnlabError(f"{model_dir()}: weights do not fit BertModel (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
 
 
 def lengths_mask(lengths: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:

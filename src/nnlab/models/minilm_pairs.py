@@ -16,29 +16,33 @@ into a new run's model.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from nnlab.errors import NnlabError
 from nnlab.models import minilm
 from nnlab.models.registry import register
-from nnlab.models.siamese import PairHead
+from nnlab.models.siamese import PairHead, SiamesePair, pad_pair
 
 
-class MiniLMBiEncoder(PairHead):
+class PretrainedEncoder:
+    """What both MiniLM pair models share: no word-vector table (so the task's GloVe loading
+    skips them) and the package's weights loaded into a new run's encoder."""
+
+    words = None
+    encoder: torch.nn.Module
+
+    def init_pretrained(self) -> None:
+        minilm.load_weights(self.encoder)
+
+
+class MiniLMBiEncoder(PretrainedEncoder, SiamesePair):
     def __init__(self, score_range: tuple[float, float], head: str = "dist", mlp_hidden: int = 256,
                  pooling: str = "mean"):
         super().__init__()
         if pooling not in ("mean", "cls"):
-            from nnlab.errors import NnlabError
-
             raise NnlabError(f"model.pooling: unknown {pooling!r} (mean, cls)")
         self.encoder = minilm.bert(pretrained=False)
         self.pooling = pooling
         self._init_head(self.encoder.config.hidden_size, score_range, head, mlp_hidden)
-
-    words = None  # no word-vector table (nnlab.tasks.text.load_pretrained)
-
-    def init_pretrained(self) -> None:
-        self.encoder.load_state_dict(minilm.bert(pretrained=True).state_dict())
 
     def embed(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T) piece ids, (B,) lengths on the CPU -> (B, H) sentence vectors."""
@@ -46,20 +50,6 @@ class MiniLMBiEncoder(PairHead):
         if self.pooling == "cls":
             return states[:, 0]
         return states.sum(1) / lengths.to(states.device, states.dtype).unsqueeze(1)
-
-    def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
-                ) -> torch.Tensor:
-        return self._scores(*self._encode(a, a_len, b, b_len))[0]  # (B,)
-
-    def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
-             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._loss(*self._scores(*self._encode(a, a_len, b, b_len)), target)
-
-    def _encode(self, a, a_len, b, b_len) -> tuple[torch.Tensor, torch.Tensor]:
-        n, t = a.shape[0], max(a.shape[1], b.shape[1])
-        both = torch.cat([F.pad(a, (0, t - a.shape[1])), F.pad(b, (0, t - b.shape[1]))])  # (2B, T)
-        h = self.embed(both, torch.cat([a_len, b_len]))  # (2B, H): one pass, shared weights
-        return h[:n], h[n:]
 
 
 def joint_pieces(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
@@ -84,14 +74,13 @@ def joint_pieces(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: t
 def swap_pairs(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
                swap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The pairs with a and b exchanged where `swap` (B,) bool (on the CPU) is set."""
-    t = max(a.shape[1], b.shape[1])
-    a, b = F.pad(a, (0, t - a.shape[1])), F.pad(b, (0, t - b.shape[1]))  # (B, T) each
+    a, b = pad_pair(a, b)  # (B, T) each
     s = swap.to(a.device).unsqueeze(1)
     return (torch.where(s, b, a), torch.where(swap, b_len, a_len),
             torch.where(s, a, b), torch.where(swap, a_len, b_len))
 
 
-class MiniLMCrossEncoder(PairHead):
+class MiniLMCrossEncoder(PretrainedEncoder, PairHead):
     """`symmetric`: similarity does not depend on the order of the sentences, but a
     cross-encoder's input does; training then reads each pair in a random order (an
     augmentation that doubles the distinct inputs), and a prediction is the mean of both."""
@@ -103,11 +92,6 @@ class MiniLMCrossEncoder(PairHead):
         width = self.encoder.config.hidden_size
         self.symmetric = symmetric
         self._init_head(width, score_range, head, mlp_hidden, feature_dim=width)
-
-    words = None
-
-    def init_pretrained(self) -> None:
-        self.encoder.load_state_dict(minilm.bert(pretrained=True).state_dict())
 
     def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
                 ) -> torch.Tensor:

@@ -170,7 +170,36 @@ class PairHead(nn.Module):
         return F.kl_div(log_p, dist, reduction="batchmean"), scores
 
 
-class SiameseRegressor(PairHead):
+def pad_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, Ta) and (B, Tb) padded ids -> both (B, max(Ta, Tb)), zero-padded."""
+    t = max(a.shape[1], b.shape[1])
+    return F.pad(a, (0, t - a.shape[1])), F.pad(b, (0, t - b.shape[1]))
+
+
+class SiamesePair(PairHead):
+    """A pair model whose two sentences go through one encoder (`embed`: padded ids and
+    lengths -> one vector per sentence) as one batch, so weights are shared by construction."""
+
+    def embed(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # (N, T), (N,) on the CPU -> (N, D)
+
+    def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
+                ) -> torch.Tensor:
+        # a: (B, Ta), b: (B, Tb) ids; lengths (B,) on the CPU -> scores (B,) in the range
+        return self._scores(*self._encode(a, a_len, b, b_len))[0]
+
+    def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
+             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss (mean over the batch) and the predicted scores (B,)."""
+        return self._loss(*self._scores(*self._encode(a, a_len, b, b_len)), target)
+
+    def _encode(self, a, a_len, b, b_len) -> tuple[torch.Tensor, torch.Tensor]:
+        n = a.shape[0]
+        h = self.embed(torch.cat(pad_pair(a, b)), torch.cat([a_len, b_len]))  # (2B, D): one pass
+        return h[:n], h[n:]
+
+
+class SiameseRegressor(SiamesePair):
     def __init__(self, vocab_size: int, score_range: tuple[float, float], inputs: str = "embedding",
                  word_dim: int = 50, cell: str = "lstm", hidden_sizes: tuple[int, ...] = (128,),
                  dropout: tuple[float, ...] | float = 0.0, bidirectional: bool = False,
@@ -187,21 +216,8 @@ class SiameseRegressor(PairHead):
     def words(self) -> WordEmbedding | None:
         return self.encoder.words
 
-    def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
-                ) -> torch.Tensor:
-        # a: (B, Ta), b: (B, Tb) word ids; lengths (B,) on the CPU -> scores (B,) in the range
-        return self._scores(*self._encode(a, a_len, b, b_len))[0]
-
-    def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
-             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training loss (mean over the batch) and the predicted scores (B,)."""
-        return self._loss(*self._scores(*self._encode(a, a_len, b, b_len)), target)
-
-    def _encode(self, a, a_len, b, b_len) -> tuple[torch.Tensor, torch.Tensor]:
-        n, t = a.shape[0], max(a.shape[1], b.shape[1])
-        both = torch.cat([F.pad(a, (0, t - a.shape[1])), F.pad(b, (0, t - b.shape[1]))])  # (2B, T)
-        h = self.encoder(both, torch.cat([a_len, b_len]))  # (2B, D): one pass, shared weights
-        return h[:n], h[n:]
+    def embed(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encoder(ids, lengths)  # (N, D)
 
 
 # -- the registry -------------------------------------------------------------------------------
