@@ -70,3 +70,29 @@ def test_models_lists_and_describes(run_cli):
     n = 1 * 9 * 32 + 32
     assert f"{n:,}" in r.out
     assert run_cli("models", "cnn", "--input-shape", "abc").code == 2
+
+
+def test_demo_downloads_cifar_when_online_and_none_is_found(local_archive, capsys):
+    from rich.console import Console
+
+    from nnlab import demo
+
+    console = Console(stderr=True, width=200)
+    path = demo._download_images(console)
+    assert path == str(download.downloaded_path("cifar10")) and load_images(path).format == "cifar-python"
+    assert "downloading it" in capsys.readouterr().err
+    assert demo._download_images(console) is None  # found now, where training looks: no second fetch
+
+
+def test_demo_falls_back_to_generated_images_offline(run_cli, monkeypatch, tmp_path, capsys):
+    from rich.console import Console
+
+    from nnlab import demo
+    from nnlab.data.images import GENERATED
+
+    monkeypatch.setitem(download.ARCHIVES, "cifar10", download.Archive(
+        url=(tmp_path / "[unreachable].tar.gz").as_uri(), sha256="0" * 64, filename="x.tar.gz"))
+    assert demo._download_images(Console(stderr=True, width=300)) == GENERATED
+    said = capsys.readouterr().err
+    assert "Offline (cannot download" in said and "[unreachable]" in said  # markup escaped
+    assert not list(download.downloaded_path("cifar10").parent.glob("*"))

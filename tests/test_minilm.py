@@ -161,7 +161,56 @@ def test_word_features_average_a_words_pieces_and_window_long_texts(tmp_path, mo
     assert len(list((tmp_path / "contextual").glob("*.safetensors"))) == 2
 
 
-def test_contextual_tagger_trains_evaluates_and_predicts(run_cli, tmp_path, monkeypatch):
+def test_fine_tuned_top_layers_over_cached_pieces_equal_the_whole_encoder(tmp_path, monkeypatch):
+    """The cached input of the top layers, run through those layers (pretrained weights) and
+    pooled per word, gives the frozen encoder's word features, windows and all."""
+    from nnlab.data import contextual
+    from nnlab.models.tagger import TunedContext
+
+    monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(minilm, "WINDOW", 16)  # the third text (52 pieces) needs 7 windows
+    sequences = [["Keyphrase", "extraction", "with", "unbelievably", "contextual", "features"],
+                 ["short"], [f"w{i}" for i in range(25)], ["\x00", "ok"]]  # a dropped word
+    frozen = contextual.word_features("minilm", 1, sequences, use_cache=False)  # (T, H) each
+    pieces = contextual.piece_states("minilm", 2, sequences)
+    assert len(pieces[2].windows) == 7 and len(list((tmp_path / "contextual").iterdir())) == 1
+    again = contextual.piece_states("minilm", 2, sequences)  # read back from the cache
+    assert all(torch.equal(a.states, b.states) and torch.equal(a.pick, b.pick)
+               for a, b in zip(pieces, again, strict=True))
+    tuned = TunedContext(2, 1e-4).eval()
+    tuned.init_pretrained()
+    with torch.no_grad():
+        tuned.mix.weights.copy_(torch.tensor([-1e4, -1e4, 0.0]))  # the top layer only
+        width = max(map(len, sequences))
+        out = tuned(contextual.collate_pieces(again, width))  # (B, T, H)
+    for i, seq in enumerate(sequences):
+        torch.testing.assert_close(out[i, : len(seq)], frozen[i].float(), rtol=2e-2, atol=2e-2)
+        assert out[i, len(seq) :].abs().sum() == 0
+    assert out[3, 0].abs().sum() == 0  # a word without pieces: zeros, as the frozen features
+
+
+def test_fine_tuned_layers_get_their_own_learning_rate_in_the_usual_groups():
+    from nnlab.config import OptimConfig
+    from nnlab.optim import param_groups
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(4, 2)
+            self.pretrained = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+            self.pretrained.fine_tune_lr = 1e-5
+
+    net = Net()
+    groups = param_groups(net, OptimConfig(name="adam", lr=1e-2, weight_decay=0.1))
+    got = [(g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in groups]
+    pre = net.pretrained
+    assert got == [(1e-2, 0.1, [id(net.head.weight)]), (1e-2, 0.0, [id(net.head.bias)]),
+                   (1e-5, 0.1, [id(pre[0].weight)]), (1e-5, 0.0, [id(pre[0].bias)]),
+                   (1e-5, 0.0, [id(pre[1].weight), id(pre[1].bias)])]  # weights, biases, norms
+
+
+@pytest.mark.parametrize("tune", [0, 1])
+def test_contextual_tagger_trains_evaluates_and_predicts(run_cli, tmp_path, monkeypatch, tune):
     from test_keyphrase import write_corpus
 
     monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path / "cache"))
@@ -172,10 +221,18 @@ def test_contextual_tagger_trains_evaluates_and_predicts(run_cli, tmp_path, monk
     run = tmp_path / "run"
     r = run_cli("train", "keyphrase", "--model", "bilstm-crf", "--data", folder, "--epochs", "4",
                 "--set", "data.contextual='minilm'", "--set", "data.contextual_layers=2",
-                "--set", "optim.lr=0.01", "--set", "model.dropout=0.0", "--out", run, "--quiet")
+                "--set", f"data.contextual_tune={tune}", "--set", "optim.lr=0.01",
+                "--set", "model.dropout=0.0", "--out", run, "--quiet")
     assert r.code == 0, r.err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_val_span_f1"] > 0.5
+    if tune:  # the fine-tuned layer moved from the package's weights, and was saved
+        from safetensors.torch import load_file
+
+        saved = load_file(str(next(run.glob("*.safetensors"))))
+        pretrained = minilm.bert(pretrained=True).state_dict()
+        key = "encoder.layer.5.output.dense.weight"
+        assert not torch.equal(saved["context.top.layer.0.output.dense.weight"], pretrained[key])
     r = run_cli("evaluate", run)
     assert r.code == 0, r.err
     r = run_cli("predict", run, "--json", "we study a support vector machine and a graph .")

@@ -209,9 +209,9 @@ def list_models(
 @data_app.command("get")
 def data_get(name: Annotated[str, typer.Argument(help="cifar10")]) -> None:
     """Download an official archive into the cache (sha256-checked)."""
-    from nnlab.data.download import fetch
+    from nnlab.data.download import fetch_with_bar
 
-    path = fetch(name)
+    path = fetch_with_bar(name, err)
     out.print(f"{name}: {path}")
 
 
@@ -296,11 +296,14 @@ def demo(
     data: Annotated[str | None, typer.Option(
         help="a folder laid out like $NNLAB_DATA (cifar10/, keyphrase/inspec/, sick/), "
              "or 'generated'")] = None,
+    offline: Annotated[bool, typer.Option(
+        help="never download CIFAR-10 (without data found, the image study uses generated images)")
+    ] = False,
 ) -> None:
     """The quick budget of one study per task (images, keyphrases, similarity); three reports."""
     from nnlab import demo as demo_mod
 
-    index = demo_mod.run_demo(Path(out_dir), data, err)
+    index = demo_mod.run_demo(Path(out_dir), data, err, offline=offline)
     out.print(f"report: {index}")
 
 

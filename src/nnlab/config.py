@@ -47,6 +47,8 @@ class DataConfig:
     calibrate_o_bias: bool = True  # after training, pick the decoding offset of O on validation
     contextual: str = ""  # contextual word features from a frozen pretrained encoder: "" | minilm
     contextual_layers: int = 4  # its top layers, mixed by learned weights (ELMo's scalar mix)
+    contextual_tune: int = 0  # > 0: fine-tune its top layers (mixed: their input and outputs)
+    contextual_lr: float = 1e-4  # the fine-tuned layers' learning rate (the tagger's: optim.lr)
     # -- similarity --
     pair_layout: str = "auto"  # auto | sick | sts | tsv
     pair_columns: tuple[str, str, str] | None = None  # tsv: sentence A, sentence B, score columns

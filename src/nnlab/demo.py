@@ -2,9 +2,11 @@
 
 Each task uses its real data when found (a `--data` root laid out like `$NNLAB_DATA`:
 `cifar10/`, `keyphrase/inspec/`, `sick/`; else `$NNLAB_DATA`; else the download cache),
-otherwise the built-in generated data of that task, and says which. Studies skip finished
-variants and resume interrupted ones, so a rerun continues where it stopped. Sized for
-2 CPU cores: a few minutes on the generated data.
+otherwise the built-in generated data of that task, and says which. With no CIFAR-10 found
+and the machine online, the image study first downloads it (`nnlab data get cifar10`,
+sha256-checked); offline, or with `--offline`, it says so and uses generated images. Studies
+skip finished variants and resume interrupted ones, so a rerun continues where it stopped.
+Sized for 2 CPU cores: a few minutes on the generated data.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from nnlab import tasks
+from nnlab.data import download
 from nnlab.data.images import GENERATED
 from nnlab.errors import NnlabError
 from nnlab.runs import atomic_write_text
@@ -38,12 +42,33 @@ def _data_for(task: str, root: str | None) -> str | None:
     return GENERATED
 
 
-def run_demo(out: Path, data: str | None, console: Console, budget: str = "quick") -> Path:
+CONNECT_TIMEOUT = 10.0  # seconds to reach the archive's host before falling back offline
+
+
+def _download_images(console: Console) -> str | None:
+    """CIFAR-10 from its official archive when no copy is found and the machine is online;
+    None (and a line saying why) when it cannot be fetched."""
+    image = tasks.get("image")
+    if tasks.find_data(image, None) is not None:
+        return None  # found where training looks: nothing to fetch
+    console.print("No CIFAR-10 found: downloading it (170 MB, sha256-checked; --offline skips this).")
+    try:
+        return str(download.fetch_with_bar(image.download, console, timeout=CONNECT_TIMEOUT))
+    except NnlabError as e:
+        console.print(f"[yellow]Offline ({escape(str(e))}): the image study uses generated images.[/]")
+        return GENERATED
+
+
+def run_demo(out: Path, data: str | None, console: Console, budget: str = "quick",
+             offline: bool = False) -> Path:
     reports = []
     for name in DEMO_STUDIES:
         study = load_study(name)
         console.rule(f"[bold]study {name}")
-        report = run_study(study, budget, _data_for(study.task, data), out / name, console)
+        where = _data_for(study.task, data)
+        if study.task == "image" and data is None and not offline:
+            where = _download_images(console) or where
+        report = run_study(study, budget, where, out / name, console)
         reports.append((study, report))
     return _index(out, reports)
 

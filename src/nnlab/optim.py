@@ -27,29 +27,43 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     By default 1-d parameters get no weight decay (it only hurts them). airbench decays them
     too (`bias_decay`) and gives batch-norm shifts a 64x learning rate (`norm_lr_scale`),
     dividing their weight decay by the same factor so the decay per step stays the weights'.
+    A module with a `fine_tune_lr` attribute (pretrained layers trained inside a new model)
+    gets the same three groups again at that learning rate, under the same schedule.
     Frozen parameters are included: a model may unfreeze them later (set_epoch).
     """
-    weights, biases, norms = [], [], []
+    tuned: dict[int, float] = {}  # parameter id -> its module's own learning rate
     for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if isinstance(module, NORM_LAYERS):
-                norms.append(p)
-            else:
-                (weights if p.ndim > 1 else biases).append(p)
+        if getattr(module, "fine_tune_lr", None) is not None:
+            tuned |= {id(p): float(module.fine_tune_lr) for p in module.parameters()}
     scale = cfg.norm_lr_scale
     vector_decay = cfg.weight_decay if cfg.bias_decay else 0.0
-    groups = [{"params": weights, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
-              {"params": biases, "weight_decay": vector_decay, "lr": cfg.lr},
-              {"params": norms, "weight_decay": vector_decay / scale, "lr": cfg.lr * scale}]
+    groups: dict[tuple[str, float], dict] = {}
+
+    def add(kind: str, p: nn.Parameter) -> None:
+        lr = tuned.get(id(p), cfg.lr)
+        if (kind, lr) not in groups:
+            decay = {"weights": cfg.weight_decay, "biases": vector_decay,
+                     "norms": vector_decay / scale}[kind]
+            groups[kind, lr] = {"params": [], "weight_decay": decay,
+                                "lr": lr * scale if kind == "norms" else lr}
+        groups[kind, lr]["params"].append(p)
+
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            add("norms" if isinstance(module, NORM_LAYERS) else "weights" if p.ndim > 1 else "biases", p)
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][1] != cfg.lr,
+                                                    ("weights", "biases", "norms").index(kv[0][0])))
+    result = [g for _, g in ordered]
     if cfg.name == "muon":
+        weights = result[0]["params"] if ordered and ordered[0][0] == ("weights", cfg.lr) else []
         filters = [p for p in weights if p.ndim >= 3]
         if not any(p.requires_grad for p in filters):
             raise NnlabError("optim.name=muon: the model has no trainable convolution filters "
                              "(Muon here is for convolution nets)")
-        groups[0]["params"] = [p for p in weights if p.ndim < 3]
-        groups.append({"params": filters, "muon": True, "lr": cfg.muon_lr,
+        result[0]["params"] = [p for p in weights if p.ndim < 3]
+        result.append({"params": filters, "muon": True, "lr": cfg.muon_lr,
                        "momentum": cfg.muon_momentum, "nesterov": cfg.nesterov})
-    return [g for g in groups if g["params"]]
+    return [g for g in result if g["params"]]
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -11,6 +11,11 @@ nnlab's cache folder as safetensors (fp16: (tokens, layers * H) and the sequence
 offsets), so every epoch and every run on the same data reads them back instead of
 running the encoder: 85 s for Inspec's 1,500 abstracts (207,000 words) on 2 AMD EPYC
 cores, 1 s to read back (benchmarks/results/keyphrase_minilm.json).
+
+To fine-tune the encoder's top layers (`data.contextual_tune`), what is cached instead is
+the input of the lowest fine-tuned layer for every word piece (`piece_states`): the frozen
+layers below run once, and each step runs only the fine-tuned layers, then pools pieces
+into words as above (nnlab.models.tagger.TunedContext).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import itertools
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -41,8 +47,8 @@ def feature_dim(name: str) -> int:
     return int(json.loads((minilm.model_dir() / "config.json").read_text())["hidden_size"])
 
 
-def cache_key(name: str, layers: int, sequences: list[list[str]]) -> str:
-    h = hashlib.sha256(f"{name}\0{minilm.NAME}\0{layers}\0{len(sequences)}".encode())
+def cache_key(name: str, layers: int, sequences: list[list[str]], kind: str = "words") -> str:
+    h = hashlib.sha256(f"{name}\0{minilm.NAME}\0{kind}\0{layers}\0{len(sequences)}".encode())
     for tokens in sequences:
         h.update("\0".join(tokens).encode("utf-8", "surrogatepass"))
         h.update(b"\1")
@@ -111,3 +117,120 @@ def _pool_words(states: torch.Tensor, word_ids: list[int | None], words: int) ->
     count = torch.zeros(words).index_add_(0, owner, torch.ones(len(pieces)))
     return (total / count.clamp(min=1).unsqueeze(1)).half()  # (words, D)
 
+
+
+@dataclass
+class PieceStates:
+    """One token sequence's word pieces at the input of the fine-tuned layers.
+
+    The sequence is read as windows ([CLS] pieces [SEP], within the encoder's positions),
+    stored one after another; each word piece is read from one place in them (its most
+    central window), into one word."""
+
+    states: torch.Tensor  # (R, H) fp16: the windows' rows, one after another
+    windows: torch.Tensor  # (W,) int64: each window's length in rows
+    pick: torch.Tensor  # (N,) int64: the row each word piece is read from
+    owner: torch.Tensor  # (N,) int64: the word (token index) each of those pieces belongs to
+
+    FIELDS = ("states", "windows", "pick", "owner")
+
+
+def piece_states(name: str, tune: int, sequences: list[list[str]], use_cache: bool = True,
+                 device: torch.device | None = None) -> list[PieceStates]:
+    """Each sequence's pieces at the input of the encoder's top `tune` layers, from the
+    cache when there (keyed like `word_features`)."""
+    check_encoder(name)
+    path = cache_dir() / "contextual" / f"{cache_key(name, tune, sequences, 'pieces')}.safetensors"
+    if use_cache and path.is_file():
+        from safetensors.torch import load_file
+
+        saved = load_file(str(path))
+        parts = [_split(saved[f], saved[f"{f}_offsets"]) for f in PieceStates.FIELDS]
+        return [PieceStates(*fields) for fields in zip(*parts, strict=True)]
+    result = compute_pieces(tune, sequences, device or torch.device("cpu"))
+    if use_cache:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for f in PieceStates.FIELDS:
+            values = [getattr(r, f) for r in result]
+            tensors[f] = torch.cat(values).contiguous() if values else torch.zeros(0)
+            tensors[f"{f}_offsets"] = torch.tensor([0, *itertools.accumulate(len(v) for v in values)])
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)  # whole or not at all
+    return result
+
+
+@torch.no_grad()
+def compute_pieces(tune: int, sequences: list[list[str]], device: torch.device) -> list[PieceStates]:
+    """Run the frozen layers below the top `tune` over every window of every sequence."""
+    model = minilm.bert(pretrained=True)
+    model = minilm.lower_layers(model, model.config.num_hidden_layers - tune).to(device).eval()
+    encodings = minilm.tokenizer().encode_batch(sequences, is_pretokenized=True)
+    windows: list[torch.Tensor] = []  # every sequence's windows, in order
+    plans = []  # per sequence: (its first window, its windows' lengths, pick, owner)
+    for enc in encodings:
+        ids, word_ids = torch.tensor(enc.ids), enc.word_ids
+        starts, sizes, best = minilm.window_plan(len(ids) - 2)
+        lengths = [n + 2 for n in sizes]
+        offsets = torch.tensor([0, *itertools.accumulate(lengths)])[:-1]  # each window's first row
+        pieces = [p for p in range(1, len(ids) - 1) if word_ids[p] is not None]
+        q = torch.tensor(pieces, dtype=torch.int64) - 1  # inner positions
+        pick = offsets[best[q]] + 1 + q - torch.tensor(starts)[best[q]]
+        owner = torch.tensor([word_ids[p] for p in pieces], dtype=torch.int64)
+        plans.append((len(windows), lengths, pick, owner))
+        windows += minilm.window_chunks(ids, starts, sizes)
+    states: list[torch.Tensor] = [None] * len(windows)  # type: ignore[list-item]
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+    start = 0
+    while start < len(order):  # batches of about BATCH_PIECES pieces, similar lengths together
+        end = start + 1
+        while end < len(order) and (end - start + 1) * len(windows[order[end]]) <= BATCH_PIECES:
+            end += 1
+        idx = order[start:end]
+        batch = torch.nn.utils.rnn.pad_sequence([windows[i] for i in idx], batch_first=True,
+                                                padding_value=minilm.PAD)  # (B, P)
+        lengths = torch.tensor([len(windows[i]) for i in idx])
+        out = minilm.encode(model, batch.to(device), lengths).half().cpu()  # (B, P, H)
+        for row, i in enumerate(idx):
+            states[i] = out[row, : len(windows[i])]
+        start = end
+    return [PieceStates(torch.cat(states[first : first + len(lengths)]), torch.tensor(lengths), pick, owner)
+            for first, lengths, pick, owner in plans]
+
+
+@dataclass
+class PieceBatch:
+    """A batch's windows, padded, and where each word piece goes: what `TunedContext` reads."""
+
+    states: torch.Tensor  # (W, P, H) fp16: every window of the batch's sequences
+    mask: torch.Tensor  # (W, P) bool: real rows
+    source: torch.Tensor  # (N,) int64: each word piece's row in states.view(W * P, H)
+    target: torch.Tensor  # (N,) int64: its word's place in a (B * T) flattening of the batch
+    pieces: torch.Tensor  # (B * T,) float: word pieces per word (0 for padding, dropped words)
+    shape: tuple[int, int]  # (B, T)
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> PieceBatch:
+        moved = {f: getattr(self, f).to(device, non_blocking=non_blocking)
+                 for f in ("states", "mask", "source", "target", "pieces")}
+        return PieceBatch(**moved, shape=self.shape)
+
+
+def collate_pieces(items: list[PieceStates], width: int) -> PieceBatch:
+    """Sequences' piece states -> one PieceBatch of B = len(items) rows of `width` words."""
+    windows = [w for item in items for w in torch.split(item.states, item.windows.tolist())]
+    states = torch.nn.utils.rnn.pad_sequence(windows, batch_first=True)  # (W, P, H)
+    p = states.shape[1]
+    mask = torch.arange(p).unsqueeze(0) < torch.tensor([len(w) for w in windows]).unsqueeze(1)
+    sources, targets, first_window = [], [], 0
+    for row, item in enumerate(items):
+        starts = torch.tensor([0, *itertools.accumulate(item.windows.tolist())])
+        window = torch.searchsorted(starts, item.pick, right=True) - 1  # (N,) each piece's window
+        sources.append((first_window + window) * p + item.pick - starts[window])
+        targets.append(row * width + item.owner)
+        first_window += len(item.windows)
+    target = torch.cat(targets)
+    pieces = torch.zeros(len(items) * width).index_add_(0, target, torch.ones(len(target)))
+    return PieceBatch(states, mask, torch.cat(sources), target, pieces, (len(items), width))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,12 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(name: str, timeout: float = 30.0) -> Path:
-    """Download (once) and verify an archive; return its path in the cache."""
+Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
+
+
+def fetch(name: str, timeout: float = 30.0, progress: Progress | None = None) -> Path:
+    """Download (once) and verify an archive; return its path in the cache. `timeout`: for
+    connecting and each read; `progress` is called after each MiB."""
     if name not in ARCHIVES:
         raise NnlabError(f"unknown data set {name!r} (known: {', '.join(ARCHIVES)})")
     archive = ARCHIVES[name]
@@ -52,8 +57,13 @@ def fetch(name: str, timeout: float = 30.0) -> Path:
     partial = target.with_suffix(target.suffix + ".part")
     try:
         with urllib.request.urlopen(archive.url, timeout=timeout) as response, partial.open("wb") as f:
+            length = response.headers.get("Content-Length")
+            total, done = (int(length) if length and length.isdigit() else None), 0
             while chunk := response.read(1 << 20):
                 f.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
     except OSError as e:
         partial.unlink(missing_ok=True)
         raise NnlabError(f"cannot download {archive.url} ({e}); pass --data PATH instead") from None
@@ -63,3 +73,14 @@ def fetch(name: str, timeout: float = 30.0) -> Path:
         raise NnlabError(f"{archive.url}: sha256 {digest} does not match {archive.sha256}")
     partial.replace(target)
     return target
+
+
+def fetch_with_bar(name: str, console, timeout: float = 30.0) -> Path:  # console: rich Console
+    """`fetch` with a progress bar on the console (MiB, speed, time left)."""
+    from rich.progress import DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (*Progress.get_default_columns()[:2], DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"downloading {name}", total=None)
+        return fetch(name, timeout, lambda done, total: bar.update(task, completed=done, total=total))

@@ -85,14 +85,16 @@ def lengths_mask(lengths: torch.Tensor, width: int, device: torch.device) -> tor
 
 
 def encode(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor,
-           types: torch.Tensor | None = None, window: int = WINDOW, layers: int = 1) -> torch.Tensor:
+           types: torch.Tensor | None = None, window: int | None = None, layers: int = 1) -> torch.Tensor:
     """Contextual states of padded [CLS] ... [SEP] sequences.
 
     ids: (B, T) int64, 0-padded; lengths: (B,) on the CPU; types: (B, T) segment ids or None.
     Returns (B, T, layers * H): the top `layers` layers' states side by side (the last layer's
     last), zero past each length. Sequences longer than `window` are read in windows of
-    `window` positions ([CLS] + a stretch of pieces + [SEP]) that overlap by half.
+    `window` positions ([CLS] + a stretch of pieces + [SEP]) that overlap by half (default
+    WINDOW, read at call time).
     """
+    window = window or WINDOW
     mask = lengths_mask(lengths, ids.shape[1], ids.device)  # (B, T)
     if ids.shape[1] <= window:
         result = model(input_ids=ids, attention_mask=mask.long(), token_type_ids=types,
@@ -110,24 +112,92 @@ def encode(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor,
     return out  # (B, T, H)
 
 
+def window_plan(pieces: int, window: int | None = None) -> tuple[list[int], list[int], torch.Tensor]:
+    """How a text of `pieces` word pieces (without [CLS]/[SEP]) is read in windows that
+    overlap by half, each [CLS] + a stretch of pieces + [SEP] within `window` positions.
+
+    Returns each window's first piece and its piece count, and each piece's window (P,):
+    the one where its distance to the nearer edge is largest, so it has the most context."""
+    window = window or WINDOW
+    span, stride = window - 2, (window - 2) // 2
+    starts = sorted({min(s, max(pieces - span, 0))
+                     for s in range(0, max(pieces - span, 0) + stride, stride)})
+    sizes = [min(span, pieces - s) for s in starts]
+    pos = torch.arange(pieces)
+    best_score = torch.full((pieces,), -1)
+    best = torch.zeros(pieces, dtype=torch.int64)
+    for w, (s, n) in enumerate(zip(starts, sizes, strict=True)):
+        inside = (pos >= s) & (pos < s + n)
+        score = torch.minimum(pos - s, s + n - 1 - pos).masked_fill(~inside, -1)
+        take = score > best_score
+        best[take] = w
+        best_score = torch.where(take, score, best_score)
+    return starts, sizes, best
+
+
+def window_chunks(ids: torch.Tensor, starts: list[int], sizes: list[int]) -> list[torch.Tensor]:
+    """[CLS] pieces [SEP] (L,) -> its windows, each [CLS] + its stretch of pieces + [SEP]."""
+    inner = ids[1:-1]
+    return [torch.cat([ids[:1], inner[s : s + n], ids[-1:]]) for s, n in zip(starts, sizes, strict=True)]
+
+
 def _windowed_row(model: nn.Module, ids: torch.Tensor, window: int, layers: int) -> torch.Tensor:
     """One long [CLS] pieces [SEP] sequence (L,) -> (L, H), read in overlapping windows."""
-    inner = ids[1:-1]  # (L-2,) the pieces
-    span, stride = window - 2, (window - 2) // 2
-    starts = list(range(0, max(len(inner) - span, 0) + stride, stride))
-    starts = sorted({min(s, max(len(inner) - span, 0)) for s in starts})
-    chunks = [torch.cat([ids[:1], inner[s : s + span], ids[-1:]]) for s in starts]  # each (<= window,)
+    starts, sizes, best = window_plan(len(ids) - 2, window)
+    chunks = window_chunks(ids, starts, sizes)
     batch = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True, padding_value=PAD)  # (W, window)
     lengths = torch.tensor([len(c) for c in chunks])
     states = encode(model, batch, lengths, window=window, layers=layers)  # (W, window, H)
-    # each piece's best window: the one where its distance to the nearer edge is largest
-    pos = torch.arange(len(inner))
-    best_score = torch.full((len(inner),), -1)
-    best = torch.zeros(len(inner), states.shape[2], dtype=states.dtype, device=states.device)
-    for w, s in enumerate(starts):
-        inside = (pos >= s) & (pos < s + len(chunks[w]) - 2)
-        score = torch.minimum(pos - s, s + len(chunks[w]) - 3 - pos).masked_fill(~inside, -1)
-        take = score > best_score
-        best[take.to(best.device)] = states[w, 1 + (pos[take] - s)]
-        best_score = torch.where(take, score, best_score)
-    return torch.cat([states[0, :1], best, states[-1, len(chunks[-1]) - 1 :][:1]])  # (L, H)
+    pos = torch.arange(len(ids) - 2)
+    column = 1 + pos - torch.tensor(starts)[best]  # each piece's place in its window
+    picked = states[best.to(states.device), column.to(states.device)]  # (L-2, H)
+    return torch.cat([states[0, :1], picked, states[-1, sizes[-1] + 1 :][:1]])  # (L, H)
+
+
+def lower_layers(model: nn.Module, keep: int) -> nn.Module:
+    """The encoder cut to its first `keep` layers (in place): its output is the input of the
+    layers above, which a tagger fine-tunes (`TopLayers`)."""
+    model.encoder.layer = model.encoder.layer[:keep]
+    return model
+
+
+class TopLayers(nn.Module):
+    """The encoder's top `count` transformer layers on their own, to fine-tune over cached
+    states of the frozen layers below (nnlab.data.contextual.piece_states). Their outputs
+    equal the whole encoder's (tests/test_minilm.py)."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        from transformers import BertConfig
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        config = BertConfig.from_json_file(str(model_dir() / "config.json"))
+        config._attn_implementation = "sdpa"  # as BertModel picks (else eager, with a warning)
+        if not 1 <= count <= config.num_hidden_layers:
+            raise NnlabError(f"data.contextual_tune: {count} layers; {NAME} has "
+                             f"{config.num_hidden_layers}")
+        self.first = config.num_hidden_layers - count  # index of the lowest fine-tuned layer
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(count))
+
+    def init_pretrained(self) -> None:
+        """The package's weights for these layers."""
+        from safetensors.torch import load_file
+
+        prefix = "encoder.layer."
+        state = {}
+        for key, value in load_file(str(model_dir() / "model.safetensors")).items():
+            if key.startswith(prefix):
+                index, rest = key[len(prefix):].split(".", 1)
+                if int(index) >= self.first:
+                    state[f"layer.{int(index) - self.first}.{rest}"] = value
+        self.load_state_dict(state)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """states: (W, P, H) the input of the lowest fine-tuned layer; mask: (W, P) bool.
+        Returns the input and each layer's output, count + 1 tensors (W, P, H)."""
+        additive = (~mask)[:, None, None, :].to(states.dtype) * torch.finfo(states.dtype).min  # (W, 1, 1, P)
+        out = [states]
+        for layer in self.layer:
+            h = layer(out[-1], additive)
+            out.append(h[0] if isinstance(h, tuple) else h)  # transformers 4 returns a tuple
+        return out

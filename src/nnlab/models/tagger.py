@@ -10,6 +10,8 @@ direction starts at each sequence's real last token, and padding never reaches a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,9 @@ from nnlab.models.crf import CRF
 from nnlab.models.embedding import WordEmbedding
 from nnlab.models.layers import fast_padded, final_states, rnn_layers, rnn_padded, upcast
 from nnlab.models.registry import register
+
+if TYPE_CHECKING:
+    from nnlab.data.contextual import PieceBatch
 
 
 class CharCNN(nn.Module):
@@ -115,12 +120,39 @@ class ScalarMix(nn.Module):
         return self.scale * torch.einsum("btlh,l->bth", x, self.weights.softmax(0))
 
 
+class TunedContext(nn.Module):
+    """Contextual word features from a pretrained encoder whose top layers train with the
+    tagger: the layers run over the cached input of the lowest of them (PieceBatch), each
+    word takes the mean of its pieces in the input and in every layer's output, and the
+    ScalarMix mixes those. `fine_tune_lr` is the layers' own learning rate (nnlab.optim):
+    pretrained weights move far less than the tagger's."""
+
+    def __init__(self, layers: int, fine_tune_lr: float):
+        super().__init__()
+        from nnlab.models.minilm import TopLayers
+
+        self.top = TopLayers(layers)
+        self.mix = ScalarMix(layers + 1)
+        self.fine_tune_lr = fine_tune_lr
+
+    def init_pretrained(self) -> None:
+        self.top.init_pretrained()
+
+    def forward(self, batch: PieceBatch) -> torch.Tensor:  # -> (B, T, H)
+        dtype = self.mix.weights.dtype
+        out = torch.cat(self.top(batch.states.to(dtype), batch.mask), dim=2)  # (W, P, (L+1)*H)
+        flat = out.view(-1, out.shape[2])[batch.source]  # (N, (L+1)*H) each word piece
+        words = flat.new_zeros(batch.pieces.shape[0], flat.shape[1]).index_add_(0, batch.target, flat)
+        words = words / batch.pieces.clamp(min=1).unsqueeze(1).to(words.dtype)  # (B*T, (L+1)*H)
+        return self.mix(words.view(*batch.shape, -1))
+
+
 class SequenceTagger(nn.Module):
     def __init__(self, vocab_size: int, tags: list[str], encoding: str, num_chars: int = 0,
                  cell: str = "lstm", hidden_sizes: tuple[int, ...] = (32,), word_dim: int = 50,
                  chars: str = "none", dropout: float = 0.0, crf: bool = False,
                  constrained: bool = True, frozen_words: int = 0, context_dim: int = 0,
-                 context_layers: int = 1):
+                 context_layers: int = 1, context_tune: int = 0, context_lr: float = 1e-4):
         super().__init__()
         if chars not in ("none", "cnn", "lstm"):
             raise NnlabError(f"model.chars: unknown character features {chars!r} (none, cnn, lstm)")
@@ -130,8 +162,12 @@ class SequenceTagger(nn.Module):
         if chars != "none":
             self.chars = (CharCNN if chars == "cnn" else CharLSTM)(num_chars)
             feature_dim += self.chars.out_dim
-        # contextual word features of a frozen pretrained encoder (nnlab.data.contextual)
-        self.context = ScalarMix(context_layers) if context_dim else None
+        # contextual word features of a pretrained encoder (nnlab.data.contextual): frozen, or
+        # with its top `context_tune` layers trained here
+        self.context: nn.Module | None = None
+        if context_dim:
+            self.context = (TunedContext(context_tune, context_lr) if context_tune
+                            else ScalarMix(context_layers))
         feature_dim += context_dim
         self.dropout = nn.Dropout(dropout)
         self.encoder = BiRNNStack(cell, feature_dim, list(hidden_sizes), dropout)
@@ -145,8 +181,9 @@ class SequenceTagger(nn.Module):
             self.crf = CRF(len(tags), *allowed)
 
     def emissions(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor,
-                  context: torch.Tensor | None = None) -> torch.Tensor:
-        # words: (B, T), chars: (B, T, W), mask: (B, T), context: (B, T, L*H) -> (B, T, N)
+                  context: torch.Tensor | PieceBatch | None = None) -> torch.Tensor:
+        # words: (B, T), chars: (B, T, W), mask: (B, T) -> (B, T, N); context: frozen features
+        # (B, T, L*H), or the pieces' states under the fine-tuned layers (PieceBatch)
         x = self.words(words)  # (B, T, E)
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars)], dim=2)  # (B, T, E + C)
@@ -158,7 +195,7 @@ class SequenceTagger(nn.Module):
         return self.head(self.dropout(h))
 
     def forward(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+                context: torch.Tensor | PieceBatch | None = None) -> torch.Tensor:
         return self.emissions(words, chars, mask, context)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -97,7 +97,7 @@ class TaggerModel(Protocol):
     chars: nn.Module | None
 
     def __call__(self, words: torch.Tensor, chars: torch.Tensor | None, mask: torch.Tensor,
-                 context: torch.Tensor | None = None) -> torch.Tensor: ...
+                 context: torch.Tensor | contextual.PieceBatch | None = None) -> torch.Tensor: ...
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
@@ -114,7 +114,9 @@ class Encoded:
     tags: list[torch.Tensor]  # (T,) int64
     spans: list[list[Span]]
     lengths: list[int]
-    context: list[torch.Tensor] | None = None  # (T, L*H) fp16 contextual features, if the run reads them
+    # contextual features, if the run reads them: (T, L*H) fp16 each, or the word pieces'
+    # states under the encoder's fine-tuned layers
+    context: list[torch.Tensor] | list[contextual.PieceStates] | None = None
 
     def __len__(self) -> int:
         return len(self.words)
@@ -145,8 +147,10 @@ def encode(data: TaggedText, info: dict[str, Any], use_cache: bool = True,
     """Ids, tags and spans; and the contextual features when the run reads them (cached by
     content, except for `predict`'s one-off texts)."""
     enc = _encode_words(data, info)
-    if info.get("contextual"):
-        c = info["contextual"]
+    c = info.get("contextual")
+    if c and c.get("tune"):
+        enc.context = contextual.piece_states(c["encoder"], c["tune"], data.tokens, use_cache, device)
+    elif c:
         enc.context = contextual.word_features(c["encoder"], c["layers"], data.tokens, use_cache, device)
     return enc
 
@@ -187,7 +191,9 @@ def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: 
         if chars is not None:
             chars[row, :n, : enc.chars[i].shape[1]] = enc.chars[i]
     batch = {"words": words, "tags": tags, "mask": mask, "chars": chars, "context": None}
-    if enc.context is not None:
+    if enc.context is not None and isinstance(enc.context[0], contextual.PieceStates):
+        batch["context"] = contextual.collate_pieces([enc.context[i] for i in indices], t)
+    elif enc.context is not None:
         context = torch.zeros(b, t, enc.context[indices[0]].shape[1], dtype=torch.float16)
         for row, i in enumerate(indices):
             context[row, : enc.lengths[i]] = enc.context[i]
@@ -226,7 +232,7 @@ class KeyphraseTask(TextTask):
     extra_metrics = ("span_precision", "span_recall", "token_f1")
     detail_keys = ("confusion", "classes")
     supplied = ("vocab_size", "tags", "encoding", "num_chars", "frozen_words", "context_dim",
-                "context_layers")
+                "context_layers", "context_tune", "context_lr")
     data_folders = ("keyphrase/inspec", "inspec")
     choices: ClassVar[dict[str, Any]] = {
         "data.tag_scheme": ("auto", "bio", "bioes", "binary"),
@@ -272,8 +278,12 @@ class KeyphraseTask(TextTask):
         if d.contextual:
             if d.contextual_layers < 1:
                 raise NnlabError(f"data.contextual_layers: {d.contextual_layers}; at least 1")
+            if d.contextual_tune < 0:
+                raise NnlabError(f"data.contextual_tune: {d.contextual_tune}; 0 (frozen) or more layers")
             self._info["contextual"] = {"encoder": d.contextual, "model": minilm.NAME,
-                                        "layers": d.contextual_layers,
+                                        "layers": d.contextual_tune + 1 if d.contextual_tune
+                                        else d.contextual_layers,
+                                        "tune": d.contextual_tune, "lr": d.contextual_lr,
                                         "dim": contextual.feature_dim(d.contextual)}
         start = time.perf_counter()
         self.train = encode(train, self._info, device=self.runtime.device)
@@ -286,7 +296,9 @@ class KeyphraseTask(TextTask):
         text = self.coverage_line() + f"; {len(i['chars']['items'])} characters"
         if "contextual" in i:
             c = i["contextual"]
-            text += (f"; contextual features: {c['model']}, top {c['layers']} layers mixed "
+            layers = (f"top {c['tune']} layers fine-tuned, their input and outputs mixed"
+                      if c.get("tune") else f"top {c['layers']} layers mixed")
+            text += (f"; contextual features: {c['model']}, {layers} "
                      f"({c['seconds']:.0f} s to compute or read back)")
         if i["data"]["repaired_spans"]:
             text += f"; {i['data']['repaired_spans']} spans opened by I- tags (read as B-)"
@@ -306,12 +318,16 @@ class KeyphraseTask(TextTask):
                      "num_chars": len(self._info["chars"]["items"])}
         if "contextual" in self._info:
             c = self._info["contextual"]
-            supplied |= {"context_dim": c["dim"], "context_layers": c["layers"]}
+            supplied |= {"context_dim": c["dim"], "context_layers": c["layers"],
+                         "context_tune": c.get("tune", 0), "context_lr": c.get("lr", 1e-4)}
         return models.create(self.cfg.model.name, self.name, args, **supplied)
 
     def init_model(self, model: TaggerModel) -> None:
         self._with_chars = model.chars is not None  # batches carry characters only when read
         load_pretrained(model, self.vectors, self._info, self.cfg.data, self.cfg.train.seed)
+        context = getattr(model, "context", None)
+        if hasattr(context, "init_pretrained"):  # fine-tuned encoder layers: the package's weights
+            context.init_pretrained()
 
     def _chunks(self) -> list[int]:
         n, size = len(self.train), self.cfg.data.batch_size * CHUNK_BATCHES
