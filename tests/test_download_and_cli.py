@@ -78,10 +78,11 @@ def test_demo_downloads_cifar_when_online_and_none_is_found(local_archive, capsy
     from nnlab import demo
 
     console = Console(stderr=True, width=200)
-    path = demo._download_images(console)
+    path = demo._download("image", console)
     assert path == str(download.downloaded_path("cifar10")) and load_images(path).format == "cifar-python"
-    assert "downloading it" in capsys.readouterr().err
-    assert demo._download_images(console) is None  # found now, where training looks: no second fetch
+    assert "No image data found: downloading cifar10" in capsys.readouterr().err
+    assert demo._download("image", console) is None  # found now, where training looks: no second fetch
+    assert demo._download("keyphrase", console) is None  # no official archive
 
 
 def test_demo_falls_back_to_generated_images_offline(run_cli, monkeypatch, tmp_path, capsys):
@@ -92,7 +93,8 @@ def test_demo_falls_back_to_generated_images_offline(run_cli, monkeypatch, tmp_p
 
     monkeypatch.setitem(download.ARCHIVES, "cifar10", download.Archive(
         url=(tmp_path / "[unreachable].tar.gz").as_uri(), sha256="0" * 64, filename="x.tar.gz"))
-    assert demo._download_images(Console(stderr=True, width=300)) == GENERATED
+    assert demo._download("image", Console(stderr=True, width=300)) == GENERATED
     said = capsys.readouterr().err
-    assert "Offline (cannot download" in said and "[unreachable]" in said  # markup escaped
+    assert "Could not download cifar10 (cannot download" in said and "[unreachable]" in said  # escaped
+    assert "uses generated data" in said
     assert not list(download.downloaded_path("cifar10").parent.glob("*"))

@@ -2,9 +2,10 @@
 
 Each task uses its real data when found (a `--data` root laid out like `$NNLAB_DATA`:
 `cifar10/`, `keyphrase/inspec/`, `sick/`; else `$NNLAB_DATA`; else the download cache),
-otherwise the built-in generated data of that task, and says which. With no CIFAR-10 found
-and the machine online, the image study first downloads it (`nnlab data get cifar10`,
-sha256-checked); offline, or with `--offline`, it says so and uses generated images. Studies
+otherwise the built-in generated data of that task, and says which. A task with an official
+archive (images: CIFAR-10) and no copy found first downloads it when the machine is online
+(`nnlab data get`, sha256-checked); offline, or with `--offline`, the demo says so and uses
+the generated data. Studies
 skip finished variants and resume interrupted ones, so a rerun continues where it stopped.
 Sized for 2 CPU cores: a few minutes on the generated data.
 """
@@ -45,17 +46,21 @@ def _data_for(task: str, root: str | None) -> str | None:
 CONNECT_TIMEOUT = 10.0  # seconds to reach the archive's host before falling back offline
 
 
-def _download_images(console: Console) -> str | None:
-    """CIFAR-10 from its official archive when no copy is found and the machine is online;
-    None (and a line saying why) when it cannot be fetched."""
-    image = tasks.get("image")
-    if tasks.find_data(image, None) is not None:
-        return None  # found where training looks: nothing to fetch
-    console.print("No CIFAR-10 found: downloading it (170 MB, sha256-checked; --offline skips this).")
+def _download(task: str, console: Console) -> str | None:
+    """The task's official archive (`nnlab data get`) when it has one and no copy of its data
+    is found: its path once downloaded, the generated data (and a line saying why) when it
+    cannot be fetched, None when nothing is to be fetched."""
+    kind = tasks.get(task)
+    if not kind.download or tasks.find_data(kind, None) is not None:
+        return None
+    archive = download.ARCHIVES[kind.download]
+    console.print(f"No {task} data found: downloading {kind.download} ({archive.megabytes} MB, "
+                  "sha256-checked; --offline skips this).")
     try:
-        return str(download.fetch_with_bar(image.download, console, timeout=CONNECT_TIMEOUT))
+        return str(download.fetch_with_bar(kind.download, console, timeout=CONNECT_TIMEOUT))
     except NnlabError as e:
-        console.print(f"[yellow]Offline ({escape(str(e))}): the image study uses generated images.[/]")
+        console.print(f"[yellow]Could not download {kind.download} ({escape(str(e))}): the {task} "
+                      f"study uses generated data.[/]")
         return GENERATED
 
 
@@ -66,8 +71,8 @@ def run_demo(out: Path, data: str | None, console: Console, budget: str = "quick
         study = load_study(name)
         console.rule(f"[bold]study {name}")
         where = _data_for(study.task, data)
-        if study.task == "image" and data is None and not offline:
-            where = _download_images(console) or where
+        if data is None and not offline:  # online, a task's data comes from its archive
+            where = _download(study.task, console) or where
         report = run_study(study, budget, where, out / name, console)
         reports.append((study, report))
     return _index(out, reports)

@@ -20,6 +20,7 @@ into words as above (nnlab.models.tagger.TunedContext).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -48,7 +49,9 @@ def feature_dim(name: str) -> int:
 
 
 def cache_key(name: str, layers: int, sequences: list[list[str]], kind: str = "words") -> str:
-    h = hashlib.sha256(f"{name}\0{minilm.NAME}\0{kind}\0{layers}\0{len(sequences)}".encode())
+    """Word features keep the key they had before piece states joined them (caches stay valid)."""
+    tag = "" if kind == "words" else f"{kind}\0"
+    h = hashlib.sha256(f"{name}\0{minilm.NAME}\0{tag}{layers}\0{len(sequences)}".encode())
     for tokens in sequences:
         h.update("\0".join(tokens).encode("utf-8", "surrogatepass"))
         h.update(b"\1")
@@ -78,6 +81,16 @@ def word_features(name: str, layers: int, sequences: list[list[str]], use_cache:
     return features
 
 
+@functools.lru_cache(maxsize=2)
+def frozen_encoder(without_top: int | None, device: str) -> torch.nn.Module:
+    """The pretrained encoder in eval mode, without its top `without_top` layers when given;
+    kept, so `predict` and `serve` do not load it again for every request."""
+    model = minilm.bert(pretrained=True)
+    if without_top:
+        model = minilm.lower_layers(model, model.config.num_hidden_layers - without_top)
+    return model.to(device).eval().requires_grad_(False)
+
+
 def _split(flat: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor]:
     bounds = offsets.tolist()
     return [flat[a:b] for a, b in itertools.pairwise(bounds)]
@@ -86,7 +99,7 @@ def _split(flat: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor]:
 @torch.no_grad()
 def compute(layers: int, sequences: list[list[str]], device: torch.device) -> list[torch.Tensor]:
     """Run the frozen encoder over the sequences: (T, layers * H) fp16 each."""
-    model = minilm.bert(pretrained=True).to(device).eval()
+    model = frozen_encoder(None, str(device))
     encodings = minilm.tokenizer().encode_batch(sequences, is_pretokenized=True)
     out: list[torch.Tensor] = [None] * len(sequences)  # type: ignore[list-item]
     order = sorted(range(len(sequences)), key=lambda i: len(encodings[i].ids))
@@ -166,8 +179,7 @@ def piece_states(name: str, tune: int, sequences: list[list[str]], use_cache: bo
 @torch.no_grad()
 def compute_pieces(tune: int, sequences: list[list[str]], device: torch.device) -> list[PieceStates]:
     """Run the frozen layers below the top `tune` over every window of every sequence."""
-    model = minilm.bert(pretrained=True)
-    model = minilm.lower_layers(model, model.config.num_hidden_layers - tune).to(device).eval()
+    model = frozen_encoder(tune, str(device))
     encodings = minilm.tokenizer().encode_batch(sequences, is_pretokenized=True)
     windows: list[torch.Tensor] = []  # every sequence's windows, in order
     plans = []  # per sequence: (its first window, its windows' lengths, pick, owner)

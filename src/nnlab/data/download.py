@@ -17,6 +17,7 @@ class Archive:
     url: str
     sha256: str
     filename: str
+    megabytes: int = 0  # its size, for the user's information
 
 
 ARCHIVES = {
@@ -25,6 +26,7 @@ ARCHIVES = {
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
         filename="cifar-10-python.tar.gz",
+        megabytes=170,
     ),
 }
 

@@ -173,6 +173,11 @@ class TopLayers(nn.Module):
 
         config = BertConfig.from_json_file(str(model_dir() / "config.json"))
         config._attn_implementation = "sdpa"  # as BertModel picks (else eager, with a warning)
+        # no dropout on the attention weights: with it, PyTorch's CPU attention runs unfused,
+        # keeping every (P, P) map for the backward pass. On the 32 longest Inspec abstracts
+        # (37 windows of 512 pieces) a training step of 2 layers took 15.0 s and a 5.2 GB peak
+        # with it, 6.7 s and 2.6 GB without (2 AMD EPYC cores). Hidden-state dropout stays.
+        config.attention_probs_dropout_prob = 0.0
         if not 1 <= count <= config.num_hidden_layers:
             raise NnlabError(f"data.contextual_tune: {count} layers; {NAME} has "
                              f"{config.num_hidden_layers}")
