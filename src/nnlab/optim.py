@@ -51,16 +51,17 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for module in model.modules():
         for p in module.parameters(recurse=False):
             add("norms" if isinstance(module, NORM_LAYERS) else "weights" if p.ndim > 1 else "biases", p)
-    ordered = sorted(groups.items(), key=lambda kv: (kv[0][1] != cfg.lr,
-                                                    ("weights", "biases", "norms").index(kv[0][0])))
-    result = [g for _, g in ordered]
     if cfg.name == "muon":
-        weights = result[0]["params"] if ordered and ordered[0][0] == ("weights", cfg.lr) else []
-        filters = [p for p in weights if p.ndim >= 3]
+        main = groups.get(("weights", cfg.lr), {"params": []})
+        filters = [p for p in main["params"] if p.ndim >= 3]
         if not any(p.requires_grad for p in filters):
             raise NnlabError("optim.name=muon: the model has no trainable convolution filters "
                              "(Muon here is for convolution nets)")
-        result[0]["params"] = [p for p in weights if p.ndim < 3]
+        main["params"] = [p for p in main["params"] if p.ndim < 3]
+    order = ("weights", "biases", "norms")  # the model's own groups first, as before
+    result = [g for (kind, lr), g in sorted(groups.items(),
+                                            key=lambda kv: (kv[0][1] != cfg.lr, order.index(kv[0][0])))]
+    if cfg.name == "muon":
         result.append({"params": filters, "muon": True, "lr": cfg.muon_lr,
                        "momentum": cfg.muon_momentum, "nesterov": cfg.nesterov})
     return [g for g in result if g["params"]]

@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,25 +100,37 @@ def _split(flat: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor]:
 @torch.no_grad()
 def compute(layers: int, sequences: list[list[str]], device: torch.device) -> list[torch.Tensor]:
     """Run the frozen encoder over the sequences: (T, layers * H) fp16 each."""
-    model = frozen_encoder(None, str(device))
     encodings = minilm.tokenizer().encode_batch(sequences, is_pretokenized=True)
-    out: list[torch.Tensor] = [None] * len(sequences)  # type: ignore[list-item]
-    order = sorted(range(len(sequences)), key=lambda i: len(encodings[i].ids))
+
+    def pool(i: int, states: torch.Tensor) -> torch.Tensor:
+        return _pool_words(states, encodings[i].word_ids, len(sequences[i]))
+
+    return _encode_sorted(frozen_encoder(None, str(device)), [torch.tensor(e.ids) for e in encodings],
+                          layers, device, pool)
+
+
+def _encode_sorted(model: torch.nn.Module, texts: list[torch.Tensor], layers: int,
+                   device: torch.device, keep: Callable[[int, torch.Tensor], torch.Tensor]
+                   ) -> list[torch.Tensor]:
+    """Each [CLS] pieces [SEP] (L,) through the encoder, its states (L, layers * H) (fp32 on
+    the CPU) handed to `keep(index, states)` at once; returns what `keep` returns, in order.
+    Texts are sorted by length and batched by about BATCH_PIECES pieces, so little goes into
+    padding; texts past the encoder's window are windowed by `minilm.encode`."""
+    out: list[torch.Tensor] = [None] * len(texts)  # type: ignore[list-item]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     start = 0
-    while start < len(order):  # batches of about BATCH_PIECES pieces, similar lengths together
+    while start < len(order):
         end = start + 1
-        while end < len(order) and (end - start + 1) * min(len(encodings[order[end]].ids),
+        while end < len(order) and (end - start + 1) * min(len(texts[order[end]]),
                                                             minilm.WINDOW) <= BATCH_PIECES:
             end += 1
         idx = order[start:end]
-        width = max(len(encodings[i].ids) for i in idx)
-        ids = torch.zeros(len(idx), width, dtype=torch.int64)
+        batch = torch.nn.utils.rnn.pad_sequence([texts[i] for i in idx], batch_first=True,
+                                                padding_value=minilm.PAD)  # (B, P)
+        lengths = torch.tensor([len(texts[i]) for i in idx])
+        states = minilm.encode(model, batch.to(device), lengths, layers=layers).float().cpu()  # (B, P, L*H)
         for row, i in enumerate(idx):
-            ids[row, : len(encodings[i].ids)] = torch.tensor(encodings[i].ids)
-        lengths = torch.tensor([len(encodings[i].ids) for i in idx])
-        states = minilm.encode(model, ids.to(device), lengths, layers=layers).float().cpu()  # (B, P, L*H)
-        for row, i in enumerate(idx):
-            out[i] = _pool_words(states[row], encodings[i].word_ids, len(sequences[i]))
+            out[i] = keep(i, states[row, : len(texts[i])])
         start = end
     return out
 
@@ -194,21 +207,7 @@ def compute_pieces(tune: int, sequences: list[list[str]], device: torch.device) 
         owner = torch.tensor([word_ids[p] for p in pieces], dtype=torch.int64)
         plans.append((len(windows), lengths, pick, owner))
         windows += minilm.window_chunks(ids, starts, sizes)
-    states: list[torch.Tensor] = [None] * len(windows)  # type: ignore[list-item]
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
-    start = 0
-    while start < len(order):  # batches of about BATCH_PIECES pieces, similar lengths together
-        end = start + 1
-        while end < len(order) and (end - start + 1) * len(windows[order[end]]) <= BATCH_PIECES:
-            end += 1
-        idx = order[start:end]
-        batch = torch.nn.utils.rnn.pad_sequence([windows[i] for i in idx], batch_first=True,
-                                                padding_value=minilm.PAD)  # (B, P)
-        lengths = torch.tensor([len(windows[i]) for i in idx])
-        out = minilm.encode(model, batch.to(device), lengths).half().cpu()  # (B, P, H)
-        for row, i in enumerate(idx):
-            states[i] = out[row, : len(windows[i])]
-        start = end
+    states = _encode_sorted(model, windows, 1, device, lambda _, h: h.half())  # (window length, H) each
     return [PieceStates(torch.cat(states[first : first + len(lengths)]), torch.tensor(lengths), pick, owner)
             for first, lengths, pick, owner in plans]
 

@@ -66,12 +66,17 @@ def bert(pretrained: bool) -> nn.Module:
     return model
 
 
-def load_weights(model: nn.Module) -> None:
-    """The package's safetensors weights into a `bert()` model (its pooler left out)."""
+def package_weights() -> dict[str, torch.Tensor]:
+    """The package's safetensors weights, BertModel's names (no pooler: nnlab pools)."""
     from safetensors.torch import load_file
 
-    state = {k: v for k, v in load_file(str(model_dir() / "model.safetensors")).items()
-             if not k.startswith("pooler.") and not k.endswith("position_ids")}
+    return {k: v for k, v in load_file(str(model_dir() / "model.safetensors")).items()
+            if not k.startswith("pooler.") and not k.endswith("position_ids")}
+
+
+def load_weights(model: nn.Module) -> None:
+    """The package's weights into a `bert()` model."""
+    state = package_weights()
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
@@ -186,11 +191,9 @@ class TopLayers(nn.Module):
 
     def init_pretrained(self) -> None:
         """The package's weights for these layers."""
-        from safetensors.torch import load_file
-
         prefix = "encoder.layer."
         state = {}
-        for key, value in load_file(str(model_dir() / "model.safetensors")).items():
+        for key, value in package_weights().items():
             if key.startswith(prefix):
                 index, rest = key[len(prefix):].split(".", 1)
                 if int(index) >= self.first:

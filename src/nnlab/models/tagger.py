@@ -22,6 +22,7 @@ from nnlab.errors import NnlabError
 from nnlab.models.crf import CRF
 from nnlab.models.embedding import WordEmbedding
 from nnlab.models.layers import fast_padded, final_states, rnn_layers, rnn_padded, upcast
+from nnlab.models.minilm import TopLayers
 from nnlab.models.registry import register
 
 if TYPE_CHECKING:
@@ -129,8 +130,6 @@ class TunedContext(nn.Module):
 
     def __init__(self, layers: int, fine_tune_lr: float):
         super().__init__()
-        from nnlab.models.minilm import TopLayers
-
         self.top = TopLayers(layers)
         self.mix = ScalarMix(layers + 1)
         self.fine_tune_lr = fine_tune_lr
