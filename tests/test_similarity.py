@@ -3,6 +3,7 @@ on small files written here, and on the real SICK data in ../shared/data when it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -146,6 +147,10 @@ def test_every_similarity_model_and_onehot_inputs_train(run_cli, sick, tmp_path)
         r = run_cli("train", "similarity", "--model", name, "--data", sick, "--epochs", "1",
                     "--set", "data.limit=64", "--out", tmp_path / name, "--quiet")
         assert r.code == 0, f"{name}: {r.err}"
+    if importlib.util.find_spec("onnxruntime") and (tmp_path / "minilm-cross").is_dir():
+        r = run_cli("export", tmp_path / "minilm-cross", "--out", tmp_path / "cross.onnx")
+        assert r.code == 0 and "same predictions" in r.out, r.err
+        assert (tmp_path / "cross.tokenizer.json").is_file()
     r = run_cli("train", "similarity", "--model", "rnn", "--data", sick, "--epochs", "1",
                 "--set", "model.inputs='onehot'", "--out", tmp_path / "onehot", "--quiet")
     assert r.code == 0, r.err

@@ -53,6 +53,8 @@ class DataConfig:
     pair_layout: str = "auto"  # auto | sick | sts | tsv
     pair_columns: tuple[str, str, str] | None = None  # tsv: sentence A, sentence B, score columns
     score_range: tuple[float, float] | None = None  # tsv (or an override): the scores' range
+    teacher: str = ""  # a trained similarity run that scores extra pairs of training sentences
+    teacher_pairs: int = 0  # how many extra pairs (0: 4 per training pair)
 
 
 @dataclass

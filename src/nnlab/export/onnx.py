@@ -1,7 +1,8 @@
 """`nnlab export RUN --format onnx --out FILE.onnx`: the run's best weights as an ONNX graph
 for ONNX Runtime, and beside it FILE.json (classes or tags, vocabulary, preprocessing, the
 CRF's scores: what a user needs without nnlab) and, for CRF taggers, FILE.viterbi.py (a
-numpy decoder).
+numpy decoder), for MiniLM pair models FILE.tokenizer.json (the word-piece tokenizer, for
+`tokenizers`).
 
 The graph comes from torch's TorchScript-based exporter, which traces the recurrent models'
 packed sequences with dynamic batch and length axes (torch.export, the newer exporter,
@@ -59,7 +60,7 @@ def export_run(path: str | Path, out: str | Path, fmt: str = "onnx") -> dict[str
 
 
 def export_model(task: Task, model: nn.Module, out: Path) -> dict[str, Any]:
-    """Write `out` (the graph), `out`.json (meta) and the decoder if the task ships one."""
+    """Write `out` (the graph), `out`.json (meta) and the files the task ships beside them."""
     ort = _onnxruntime()
     spec = task.export_spec(model.eval())
     spec.module.eval()  # a wrapper starts in training mode, and export restores the mode it found
@@ -93,10 +94,10 @@ def export_model(task: Task, model: nn.Module, out: Path) -> dict[str, Any]:
     }
     files = [out, out.with_suffix(".json")]
     atomic_write_text(out.with_suffix(".json"), json.dumps(meta, allow_nan=False) + "\n")
-    if spec.decoder is not None:
-        decoder = out.with_name(out.stem + ".viterbi.py")
-        atomic_write(decoder, lambda tmp: shutil.copyfile(spec.decoder, tmp))
-        files.append(decoder)
+    for suffix, source in spec.extras.items():
+        extra = out.with_name(out.stem + suffix)
+        atomic_write(extra, lambda tmp, source=source: shutil.copyfile(source, tmp))
+        files.append(extra)
     graph_tmp.replace(out)  # last: a graph on disk always has its meta beside it
     return {"files": [str(f) for f in files], "parity": parity}
 

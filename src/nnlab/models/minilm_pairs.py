@@ -60,7 +60,10 @@ def joint_pieces(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: t
     Returns ids (B, T), segment ids (B, T) (1 on b's pieces) and lengths (B,) on the CPU."""
     lengths = a_len + b_len - 1  # (B,)
     dev = a.device
-    j = torch.arange(int(lengths.max()), device=dev).unsqueeze(0)  # (1, T)
+    # the longest pair's length; a traced graph (ONNX export) cannot depend on the data, so
+    # there the padded shapes bound it (the positions past each length are padding)
+    width = a.shape[1] + b.shape[1] - 1 if torch.jit.is_tracing() else int(lengths.max())
+    j = torch.arange(width, device=dev).unsqueeze(0)  # (1, T)
     la, lb = a_len.to(dev).unsqueeze(1), lengths.to(dev).unsqueeze(1)  # (B, 1)
     from_a = j < la  # (B, T)
     ids_a = a.gather(1, j.clamp(max=a.shape[1] - 1).expand(a.shape[0], -1))
@@ -86,30 +89,38 @@ class MiniLMCrossEncoder(PretrainedEncoder, PairHead):
     augmentation that doubles the distinct inputs), and a prediction is the mean of both."""
 
     def __init__(self, score_range: tuple[float, float], head: str = "mlp", mlp_hidden: int = 256,
-                 symmetric: bool = True):
+                 symmetric: bool = True, pooling: str = "cls"):
         super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise NnlabError(f"model.pooling: unknown {pooling!r} (mean, cls)")
         self.encoder = minilm.bert(pretrained=False)
         width = self.encoder.config.hidden_size
         self.symmetric = symmetric
+        self.pooling = pooling
         self._init_head(width, score_range, head, mlp_hidden, feature_dim=width)
 
     def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
                 ) -> torch.Tensor:
-        scores = self._features_scores(self._cls(a, a_len, b, b_len))[0]  # (B,)
+        scores = self._features_scores(self._pool(a, a_len, b, b_len))[0]  # (B,)
         if self.symmetric and not self.training:
             swapped = swap_pairs(a, a_len, b, b_len, torch.ones(a.shape[0], dtype=torch.bool))
-            scores = (scores + self._features_scores(self._cls(*swapped))[0]) / 2
+            scores = (scores + self._features_scores(self._pool(*swapped))[0]) / 2
         return scores
 
     def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.symmetric and self.training:  # each pair in a random order (model-side randomness)
             a, a_len, b, b_len = swap_pairs(a, a_len, b, b_len, torch.rand(a.shape[0]) < 0.5)
-        return self._loss(*self._features_scores(self._cls(a, a_len, b, b_len)), target)
+        return self._loss(*self._features_scores(self._pool(a, a_len, b, b_len)), target)
 
-    def _cls(self, a, a_len, b, b_len) -> torch.Tensor:
+    def _pool(self, a, a_len, b, b_len) -> torch.Tensor:
+        """The pair's feature (B, H): the [CLS] state, or the mean over every piece of the
+        joint input (how all-MiniLM-L6-v2 was trained to summarise a text)."""
         ids, types, lengths = joint_pieces(a, a_len, b, b_len)
-        return minilm.encode(self.encoder, ids, lengths, types)[:, 0]  # (B, H)
+        states = minilm.encode(self.encoder, ids, lengths, types)  # (B, T, H), zero past each length
+        if self.pooling == "cls":
+            return states[:, 0]
+        return states.sum(1) / lengths.to(states.device, states.dtype).unsqueeze(1)
 
 
 # Fine-tuning as sentence-transformers does on STS (AdamW, a short warm-up, linear decay,

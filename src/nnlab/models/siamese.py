@@ -171,7 +171,12 @@ class PairHead(nn.Module):
 
 
 def pad_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, Ta) and (B, Tb) padded ids -> both (B, max(Ta, Tb)), zero-padded."""
+    """(B, Ta) and (B, Tb) padded ids -> both (B, max(Ta, Tb)), zero-padded.
+
+    A traced graph (ONNX export) would keep the max of the example's sizes as a constant and
+    crop longer inputs, so there both are padded to Ta + Tb (padding is ignored by lengths)."""
+    if torch.jit.is_tracing():
+        return F.pad(a, (0, b.shape[1])), F.pad(b, (0, a.shape[1]))
     t = max(a.shape[1], b.shape[1])
     return F.pad(a, (0, t - a.shape[1])), F.pad(b, (0, t - b.shape[1]))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -87,7 +87,9 @@ class ExportSpec:
     dynamic_axes: dict[str, dict[int, str]]  # per input and output: which axes vary
     decide: Callable[[Any, dict[str, torch.Tensor]], list]  # (first output, inputs) -> predictions
     meta: dict[str, Any]  # what a user needs without nnlab: classes, vocabulary, preprocessing
-    decoder: Path | None = None  # a small decoder shipped beside the graph (a CRF's Viterbi)
+    # files shipped beside the graph, by the suffix that replaces `.onnx` in their name: a
+    # CRF's Viterbi decoder (".viterbi.py"), a word-piece tokenizer (".tokenizer.json")
+    extras: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass

@@ -543,7 +543,7 @@ class KeyphraseTask(TextTask):
                               "padding; " if with_chars else "")
                            + "mask: bool (batch, tokens), true on real tokens (the first always)",
                   "output": "scores: (batch, tokens, tags) of each tag per token, to decode"},
-            decoder=Path(viterbi_module.__file__) if crf_meta else None)
+            extras={".viterbi.py": Path(viterbi_module.__file__)} if crf_meta else {})
 
     @classmethod
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from nnlab.models import minilm
 from nnlab.tasks.base import ExportSpec, PredictOptions, Source, StepOutput, eval_mode, first, shared
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
+from nnlab.tasks.similarity_teacher import teacher_pairs
 from nnlab.tasks.text import (
     TextTask,
     build_vocab,
@@ -89,6 +90,9 @@ class EncodedPairs:
 
     def subset(self, idx: list[int]) -> EncodedPairs:
         return EncodedPairs([self.a[i] for i in idx], [self.b[i] for i in idx], self.scores[idx])
+
+    def joined(self, other: EncodedPairs) -> EncodedPairs:
+        return EncodedPairs(self.a + other.a, self.b + other.b, torch.cat([self.scores, other.scores]))
 
 
 def encode_pairs(data: PairData, info: dict[str, Any]) -> EncodedPairs:
@@ -180,13 +184,20 @@ class SimilarityTask(TextTask):
             }
             self._info |= embeddings_info(self.vectors, d)
         self.train = encode_pairs(train, self._info)
+        if d.teacher:  # knowledge distillation: extra pairs scored by a trained run
+            extra, self._info["teacher"] = teacher_pairs(train, d.teacher, d.teacher_pairs,
+                                                         self.cfg.train.device)
+            self.train = self.train.joined(encode_pairs(extra, self._info))
         self.val = encode_pairs(source.val, self._info)
 
     def describe(self) -> str:
         lo, hi = self._info["score_range"]
+        teacher = self._info.get("teacher")
+        taught = (f"; + {teacher['pairs']:,} pairs scored by the teacher {teacher['model']}"
+                  if teacher else "")
         if "wordpieces" in self._info:
-            return f"scores in [{lo:g}, {hi:g}]; {self._info['wordpieces']} word pieces"
-        return f"scores in [{lo:g}, {hi:g}]; " + self.coverage_line()
+            return f"scores in [{lo:g}, {hi:g}]; {self._info['wordpieces']} word pieces" + taught
+        return f"scores in [{lo:g}, {hi:g}]; " + self.coverage_line() + taught
 
     def prepare(self, examples: PairData, where: str) -> EncodedPairs:
         return encode_pairs(examples, self._info)
@@ -270,10 +281,14 @@ class SimilarityTask(TextTask):
             for name, text in (("first", first_text), ("second", second)):
                 if not words(text):
                     raise NnlabError(f"pair {i}: the {name} sentence is empty")
+        scores = self.score_texts(model, pairs).tolist()
+        return [{"a": p[0], "b": p[1], "score": round(s, 4)} for p, s in zip(pairs, scores, strict=True)]
+
+    def score_texts(self, model: nn.Module, pairs: list[tuple[str, str]]) -> torch.Tensor:
+        """The model's scores (N,) of raw sentence pairs (non-empty)."""
         enc = EncodedPairs(encode_texts([a for a, _ in pairs], self._info),
                            encode_texts([b for _, b in pairs], self._info), torch.zeros(len(pairs)))
-        scores = predict_scores(model, enc, self.runtime, self.cfg.data.eval_batch_size).tolist()
-        return [{"a": p[0], "b": p[1], "score": round(s, 4)} for p, s in zip(pairs, scores, strict=True)]
+        return predict_scores(model, enc, self.runtime, self.cfg.data.eval_batch_size)  # (N,)
 
     @classmethod
     def format_predictions(cls, results: list[dict]) -> list[str]:
@@ -293,34 +308,51 @@ class SimilarityTask(TextTask):
                       title=f"{title}: validation, best epoch (Pearson r {val['pearson']:.3f})")
 
     def export_spec(self, model: nn.Module) -> ExportSpec:
-        """Graph: both sentences' word ids and lengths -> the pair's score."""
-        if "wordpieces" in self._info:
-            raise NnlabError(f"export: {self.cfg.model.name} ({self._info['wordpieces']} word pieces) "
-                             "is not exported to ONNX yet; serve it with `nnlab serve`")
-        words = len(self._info["vocab"]["items"])
+        """Graph: both sentences' ids and lengths -> the pair's score. Ids are the run's
+        vocabulary's, or for MiniLM models the word pieces of [CLS] sentence [SEP] from the
+        tokenizer shipped beside the graph."""
+        pieces = "wordpieces" in self._info
+        lo, hi = self._info["score_range"]
+        if pieces:
+            low_id, id_count, shortest = minilm.SEP + 1, minilm.tokenizer().get_vocab_size(), 3
+            meta = {"score_range": [lo, hi], "encoder": self._info["wordpieces"],
+                    "input": "a, b: int64 (batch, pieces), the ids that the tokenizer beside the "
+                             "graph (FILE.tokenizer.json, for the `tokenizers` library) gives each "
+                             f"sentence, [CLS] {minilm.CLS} ... [SEP] {minilm.SEP}, 0 for padding; "
+                             "a_len, b_len: int64 (batch,), their lengths with [CLS] and [SEP]; "
+                             f"a pair of at most {minilm.WINDOW + 1} pieces together (one "
+                             "encoder window)"}
+            extras = {".tokenizer.json": minilm.model_dir() / "tokenizer.json"}
+        else:
+            low_id, id_count, shortest = 2, len(self._info["vocab"]["items"]), 1
+            meta = {"score_range": [lo, hi], "vocabulary": self._info["vocab"],
+                    "tokenizer": {"pattern": TOKEN.pattern, "flags": "VERBOSE | IGNORECASE"},
+                    "input": "a, b: int64 (batch, tokens), each word's index in vocabulary.items "
+                             "(lower-cased first if vocabulary.lowercase), 1 if absent, 0 for "
+                             "padding; a_len, b_len: int64 (batch,), the sentences' lengths (>= 1)"}
+            extras = {}
 
         def inputs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+            # the sides' widths differ, one way at export (n = 3: 8 < 9) and the other at the
+            # checks (n = 5, 7), so that a graph that kept the example's sizes fails them
             x = {}
-            for side in ("a", "b"):
-                lengths = torch.randint(1, 10, (n,), generator=gen)
-                lengths[n - 1] = 9
-                mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
-                x[side] = torch.randint(2, max(words, 3), (n, 9), generator=gen) * mask
-                x[f"{side}_len"] = lengths
+            for side, width in (("a", 5 + n), ("b", 12 - n)):
+                lengths = torch.randint(shortest, width + 1, (n,), generator=gen)
+                lengths[n - 1] = width
+                mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)  # (n, width)
+                ids = torch.randint(low_id, max(id_count, low_id + 1), (n, width), generator=gen) * mask
+                if pieces:  # [CLS] ... [SEP]
+                    ids[:, 0] = minilm.CLS
+                    ids[torch.arange(n), lengths - 1] = minilm.SEP
+                x[side], x[f"{side}_len"] = ids, lengths
             return x
 
         axes = {k: {0: "batch", 1: f"{k}_tokens"} for k in ("a", "b")}
         axes |= {"a_len": {0: "batch"}, "b_len": {0: "batch"}, "score": {0: "batch"}}
-        lo, hi = self._info["score_range"]
         return ExportSpec(
             model, inputs, ["score"], axes,
             decide=lambda _scores, _inputs: [],  # scores, compared within the tolerance
-            meta={"score_range": [lo, hi], "vocabulary": self._info["vocab"],
-                  "tokenizer": {"pattern": TOKEN.pattern, "flags": "VERBOSE | IGNORECASE"},
-                  "input": "a, b: int64 (batch, tokens), each word's index in vocabulary.items "
-                           "(lower-cased first if vocabulary.lowercase), 1 if absent, 0 for "
-                           "padding; a_len, b_len: int64 (batch,), the sentences' lengths (>= 1)",
-                  "output": f"score: (batch,), in [{lo:g}, {hi:g}]"})
+            meta=meta | {"output": f"score: (batch,), in [{lo:g}, {hi:g}]"}, extras=extras)
 
     @classmethod
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
