@@ -87,6 +87,27 @@ def test_joint_pieces_match_the_tokenizers_pair_template():
         assert ids[i, n:].abs().sum() == 0 and types[i, n:].abs().sum() == 0
 
 
+def test_cross_encoder_mean_pooling_averages_the_pairs_pieces_alone():
+    """`model.pooling=mean`: the pair's feature is the mean state over its own joint pieces,
+    whatever the batch's padding."""
+    from nnlab.models.minilm_pairs import MiniLMCrossEncoder, joint_pieces
+
+    torch.manual_seed(0)
+    model = MiniLMCrossEncoder((1.0, 5.0), pooling="mean").eval()
+    gen = torch.Generator().manual_seed(0)
+    a, a_len = sequences([5, 9, 3], gen)
+    b, b_len = sequences([7, 4, 6], gen)
+    with torch.no_grad():
+        pooled = model._pool(a, a_len, b, b_len)  # (3, H)
+        ids, types, lengths = joint_pieces(a, a_len, b, b_len)
+        for i in range(3):
+            n = int(lengths[i])
+            alone = model.encoder(input_ids=ids[i : i + 1, :n], token_type_ids=types[i : i + 1, :n])
+            torch.testing.assert_close(pooled[i], alone.last_hidden_state[0].mean(0), rtol=1e-4, atol=1e-5)
+    with pytest.raises(NnlabError, match=r"model\.pooling"):
+        MiniLMCrossEncoder((1.0, 5.0), pooling="max")
+
+
 def test_pretrained_bi_encoder_embeds_as_sentence_transformers_does():
     st = pytest.importorskip("sentence_transformers")
     from nnlab.models.minilm_pairs import MiniLMBiEncoder

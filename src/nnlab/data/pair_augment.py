@@ -48,12 +48,13 @@ def extra_pairs(train: PairData, count: int, seed: str) -> PairData:
             taken.add(key)
             out.append((x, y))
 
-    hubs = [t for t in texts if len(neighbours[t]) >= 2]
-    quota = {kind: round(count * share) for kind, share in SHARES.items()}
-    quota["random"] = count - quota["neighbours"] - quota["word dropped"]
-    for kind, wanted in quota.items():
-        goal, tries = len(out) + wanted, 0
-        while len(out) < goal and tries < 20 * wanted:
+    hubs = [t for t in texts if len(neighbours[t]) >= 2]  # sorted: the draw is reproducible
+    share_so_far = 0.0
+    for kind, share in SHARES.items():  # a kind that runs short leaves its share to the next
+        share_so_far += share
+        goal = count if kind == "random" else round(count * share_so_far)
+        tries = 0
+        while len(out) < goal and tries < 20 * count:
             tries += 1
             if kind == "neighbours" and hubs:
                 x, y = rng.sample(sorted(neighbours[rng.choice(hubs)]), 2)

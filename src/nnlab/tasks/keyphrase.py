@@ -506,12 +506,15 @@ class KeyphraseTask(TextTask):
         crf = model.crf
 
         def inputs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-            lengths = torch.randint(1, 13, (n,), generator=gen)
-            lengths[0] = 12  # the longest sets T
-            mask = torch.arange(12).unsqueeze(0) < lengths.unsqueeze(1)  # (N, T)
-            x = {"words": torch.randint(2, max(words, 3), (n, 12), generator=gen) * mask}
+            # T and the word width grow with n, so the checks (n = 5, 7) see other sizes than
+            # the export's example (n = 3)
+            t, w = 9 + n, 3 + n
+            lengths = torch.randint(1, t + 1, (n,), generator=gen)
+            lengths[0] = t  # the longest sets T
+            mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)  # (N, T)
+            x = {"words": torch.randint(2, max(words, 3), (n, t), generator=gen) * mask}
             if with_chars:
-                x["chars"] = torch.randint(2, max(chars, 3), (n, 12, 6), generator=gen) * mask.unsqueeze(2)
+                x["chars"] = torch.randint(2, max(chars, 3), (n, t, w), generator=gen) * mask.unsqueeze(2)
             return x | {"mask": mask}
 
         scores = crf._scores() if crf is not None else None
