@@ -70,3 +70,14 @@ def test_a_missing_teacher_is_one_line_and_no_run(run_cli, sick, tmp_path):  # n
                 "--set", f"data.teacher='{tmp_path / 'nope'}'", "--out", tmp_path / "run")
     assert r.code == 2 and "data.teacher:" in r.err and "no such run folder" in r.err
     assert len(r.err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_taught_config_trains_the_lstm_from_a_teacher_run():
+    from pathlib import Path
+
+    from nnlab.experiment import resolve_config
+
+    file = Path(__file__).resolve().parents[1] / "experiments" / "similarity" / "lstm-glove-taught.toml"
+    cfg = resolve_config(None, None, config_file=str(file))
+    assert cfg.task == "similarity" and cfg.model.name == "lstm"
+    assert cfg.data.embeddings == "glove-6b-50d" and cfg.data.teacher == "runs/sick-teacher"
