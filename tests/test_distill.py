@@ -65,6 +65,26 @@ def test_student_learns_from_a_teachers_scores(run_cli, sick, tmp_path):  # noqa
     assert cached.stat().st_mtime_ns == stamp
 
 
+def test_several_teachers_give_the_mean_of_their_scores(run_cli, sick, tmp_path):  # noqa: F811
+    for name, model in (("t1", "lstm"), ("t2", "rnn")):
+        r = run_cli("train", "similarity", "--model", model, "--data", sick, "--epochs", "1",
+                    "--out", tmp_path / name, "--quiet")
+        assert r.code == 0, r.err
+    r = run_cli("train", "similarity", "--model", "rnn", "--data", sick, "--epochs", "1",
+                "--set", f"data.teacher=['{tmp_path / 't1'}', '{tmp_path / 't2'}']",
+                "--set", "data.teacher_pairs=60", "--out", tmp_path / "student")
+    assert r.code == 0, r.err
+    assert "pairs scored by the teachers lstm, rnn" in r.err
+    about = json.loads((tmp_path / "student" / "config.json").read_text())["task_info"]["teacher"]
+    assert [t["model"] for t in about["runs"]] == ["lstm", "rnn"]
+    each = [torch.load(f, weights_only=True) for f in (tmp_path / "cache" / "teacher").glob("*.pt")]
+    assert len(each) == 2 and not torch.allclose(each[0], each[1])
+    assert abs(about["mean_score"] - float(torch.stack(each).mean())) < 1e-4
+    r = run_cli("train", "similarity", "--model", "rnn", "--data", sick, "--epochs", "1",
+                "--set", "data.teacher=[3]", "--out", tmp_path / "bad")
+    assert r.code == 2 and "data.teacher" in r.err and not (tmp_path / "bad").exists()
+
+
 def test_a_missing_teacher_is_one_line_and_no_run(run_cli, sick, tmp_path):  # noqa: F811
     r = run_cli("train", "similarity", "--model", "rnn", "--data", sick, "--epochs", "1",
                 "--set", f"data.teacher='{tmp_path / 'nope'}'", "--out", tmp_path / "run")

@@ -53,7 +53,8 @@ class DataConfig:
     pair_layout: str = "auto"  # auto | sick | sts | tsv
     pair_columns: tuple[str, str, str] | None = None  # tsv: sentence A, sentence B, score columns
     score_range: tuple[float, float] | None = None  # tsv (or an override): the scores' range
-    teacher: str = ""  # a trained similarity run that scores extra pairs of training sentences
+    # a trained similarity run (or a list: their mean) that scores extra pairs of training sentences
+    teacher: str | list[str] = ""
     teacher_pairs: int = 0  # how many extra pairs (0: 4 per training pair)
 
 

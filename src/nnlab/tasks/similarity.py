@@ -193,8 +193,10 @@ class SimilarityTask(TextTask):
     def describe(self) -> str:
         lo, hi = self._info["score_range"]
         teacher = self._info.get("teacher")
-        taught = (f"; + {teacher['pairs']:,} pairs scored by the teacher {teacher['model']}"
-                  if teacher else "")
+        taught = ""
+        if teacher:
+            several = "s" * (len(teacher.get("runs", [])) > 1)
+            taught = f"; + {teacher['pairs']:,} pairs scored by the teacher{several} {teacher['model']}"
         if "wordpieces" in self._info:
             return f"scores in [{lo:g}, {hi:g}]; {self._info['wordpieces']} word pieces" + taught
         return f"scores in [{lo:g}, {hi:g}]; " + self.coverage_line() + taught
