@@ -98,8 +98,9 @@ def test_minilm_pair_models_export_with_their_tokenizer(name, tmp_path):
     tok = Tokenizer.from_file(str(tmp_path / "pairs.tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
-    a = ["A man is playing a guitar.", "Nobody is cutting an onion", "A dog runs"]
-    b = ["A man plays the guitar loudly on a stage.", "A woman is slicing onions", "A cat sleeps"]
+    # the last pair is long: 2 x 152 pieces, more than half the encoder's 512 positions
+    a = ["A man is playing a guitar.", "Nobody is cutting an onion", "A dog runs " * 50]
+    b = ["A man plays the guitar loudly on a stage.", "A woman is slicing onions", "A cat sleeps " * 50]
 
     def padded(texts):
         ids = [e.ids for e in tok.encode_batch(texts)]

@@ -100,6 +100,9 @@ def encode(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor,
     WINDOW, read at call time).
     """
     window = window or WINDOW
+    if torch.jit.is_tracing():  # an exported graph reads one window; the padding that its
+        ids = ids[:, :window]  # traced sizes add (pad_pair, joint_pieces) may pass it
+        types = None if types is None else types[:, :window]
     mask = lengths_mask(lengths, ids.shape[1], ids.device)  # (B, T)
     if ids.shape[1] <= window:
         result = model(input_ids=ids, attention_mask=mask.long(), token_type_ids=types,

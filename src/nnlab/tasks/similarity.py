@@ -321,9 +321,10 @@ class SimilarityTask(TextTask):
                     "input": "a, b: int64 (batch, pieces), the ids that the tokenizer beside the "
                              "graph (FILE.tokenizer.json, for the `tokenizers` library) gives each "
                              f"sentence, [CLS] {minilm.CLS} ... [SEP] {minilm.SEP}, 0 for padding; "
-                             "a_len, b_len: int64 (batch,), their lengths with [CLS] and [SEP]; "
-                             f"a pair of at most {minilm.WINDOW + 1} pieces together (one "
-                             "encoder window)"}
+                             "a_len, b_len: int64 (batch,), their lengths with [CLS] and [SEP]. "
+                             f"The encoder reads {minilm.WINDOW} positions: a bi-encoder's "
+                             "sentences at most that many pieces each, a cross-encoder's pair "
+                             f"(a_len + b_len - 1) at most that many together"}
             extras = {".tokenizer.json": minilm.model_dir() / "tokenizer.json"}
         else:
             low_id, id_count, shortest = 2, len(self._info["vocab"]["items"]), 1
