@@ -48,7 +48,9 @@ def extra_pairs(train: PairData, count: int, seed: str) -> PairData:
             taken.add(key)
             out.append((x, y))
 
-    hubs = [t for t in texts if len(neighbours[t]) >= 2]  # sorted: the draw is reproducible
+    # each sentence with 2+ partners, and its partners, sorted: the draw is reproducible
+    hubs = {t: sorted(neighbours[t]) for t in texts if len(neighbours[t]) >= 2}
+    hub_texts = list(hubs)
     share_so_far = 0.0
     for kind, share in SHARES.items():  # a kind that runs short leaves its share to the next
         share_so_far += share
@@ -57,7 +59,7 @@ def extra_pairs(train: PairData, count: int, seed: str) -> PairData:
         while len(out) < goal and tries < 20 * count:
             tries += 1
             if kind == "neighbours" and hubs:
-                x, y = rng.sample(sorted(neighbours[rng.choice(hubs)]), 2)
+                x, y = rng.sample(hubs[rng.choice(hub_texts)], 2)
                 add(x, y)
             elif kind == "word dropped":
                 text = rng.choice(texts)

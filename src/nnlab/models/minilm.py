@@ -120,6 +120,23 @@ def encode(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor,
     return out  # (B, T, H)
 
 
+POOLINGS = ("mean", "cls")
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise NnlabError(f"model.pooling: unknown {pooling!r} ({', '.join(POOLINGS)})")
+    return pooling
+
+
+def pool(states: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, H) states, zero past each length -> (B, H): the [CLS] state, or the mean over
+    each sequence's pieces (how all-MiniLM-L6-v2 was trained to summarise a text)."""
+    if pooling == "cls":
+        return states[:, 0]
+    return states.sum(1) / lengths.to(states.device, states.dtype).unsqueeze(1)
+
+
 def window_plan(pieces: int, window: int | None = None) -> tuple[list[int], list[int], torch.Tensor]:
     """How a text of `pieces` word pieces (without [CLS]/[SEP]) is read in windows that
     overlap by half, each [CLS] + a stretch of pieces + [SEP] within `window` positions.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from nnlab.errors import NnlabError
 from nnlab.models import minilm
 from nnlab.models.registry import register
 from nnlab.models.siamese import PairHead, SiamesePair, pad_pair
@@ -38,18 +37,14 @@ class MiniLMBiEncoder(PretrainedEncoder, SiamesePair):
     def __init__(self, score_range: tuple[float, float], head: str = "dist", mlp_hidden: int = 256,
                  pooling: str = "mean"):
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise NnlabError(f"model.pooling: unknown {pooling!r} (mean, cls)")
         self.encoder = minilm.bert(pretrained=False)
-        self.pooling = pooling
+        self.pooling = minilm.check_pooling(pooling)
         self._init_head(self.encoder.config.hidden_size, score_range, head, mlp_hidden)
 
     def embed(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T) piece ids, (B,) lengths on the CPU -> (B, H) sentence vectors."""
         states = minilm.encode(self.encoder, ids, lengths)  # (B, T, H), zero past each length
-        if self.pooling == "cls":
-            return states[:, 0]
-        return states.sum(1) / lengths.to(states.device, states.dtype).unsqueeze(1)
+        return minilm.pool(states, lengths, self.pooling)
 
 
 def joint_pieces(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
@@ -91,12 +86,10 @@ class MiniLMCrossEncoder(PretrainedEncoder, PairHead):
     def __init__(self, score_range: tuple[float, float], head: str = "mlp", mlp_hidden: int = 256,
                  symmetric: bool = True, pooling: str = "cls"):
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise NnlabError(f"model.pooling: unknown {pooling!r} (mean, cls)")
         self.encoder = minilm.bert(pretrained=False)
         width = self.encoder.config.hidden_size
         self.symmetric = symmetric
-        self.pooling = pooling
+        self.pooling = minilm.check_pooling(pooling)
         self._init_head(width, score_range, head, mlp_hidden, feature_dim=width)
 
     def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
@@ -114,13 +107,10 @@ class MiniLMCrossEncoder(PretrainedEncoder, PairHead):
         return self._loss(*self._features_scores(self._pool(a, a_len, b, b_len)), target)
 
     def _pool(self, a, a_len, b, b_len) -> torch.Tensor:
-        """The pair's feature (B, H): the [CLS] state, or the mean over every piece of the
-        joint input (how all-MiniLM-L6-v2 was trained to summarise a text)."""
+        """The pair's feature (B, H), pooled over the joint input."""
         ids, types, lengths = joint_pieces(a, a_len, b, b_len)
         states = minilm.encode(self.encoder, ids, lengths, types)  # (B, T, H), zero past each length
-        if self.pooling == "cls":
-            return states[:, 0]
-        return states.sum(1) / lengths.to(states.device, states.dtype).unsqueeze(1)
+        return minilm.pool(states, lengths, self.pooling)
 
 
 # Fine-tuning as sentence-transformers does on STS (AdamW, a short warm-up, linear decay,
