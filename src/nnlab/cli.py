@@ -1,4 +1,4 @@
-"""The `nnlab` command: train, evaluate, predict, reproduce, report, models, data, demo.
+"""The `nnlab` command: train, evaluate, predict, reproduce, report, models, data, cache, demo.
 
 A user mistake (`NnlabError`, a bad flag) prints one line on stderr and exits with 2;
 anything else is a bug and keeps its traceback.
@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="nnlab: train, compare and use classic CNN and RNN models.")
 data_app = typer.Typer(no_args_is_help=True, help="Get data sets.")
 app.add_typer(data_app, name="data")
+cache_app = typer.Typer(no_args_is_help=True, help="See and shrink nnlab's cache of decoded data.")
+app.add_typer(cache_app, name="cache")
 
 # what the commands print holds user strings (file and class names, sentences): never markup
 out = Console(soft_wrap=True, markup=False, highlight=False)
@@ -213,6 +215,57 @@ def data_get(name: Annotated[str, typer.Argument(help="cifar10")]) -> None:
 
     path = fetch_with_bar(name, err)
     out.print(f"{name}: {path}")
+
+
+@cache_app.command("info")
+def cache_info(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Where the cache is, and per kind: entries, size, last use."""
+    import time
+
+    from rich.table import Table
+
+    from nnlab.data import cache_usage
+    from nnlab.data.cache import KINDS, cache_dir
+
+    found = cache_usage.entries()
+    if as_json:
+        print(json.dumps({"path": str(cache_dir()), "entries": [
+            {"kind": e.kind, "path": str(e.path), "bytes": e.bytes, "last_used": e.last_used,
+             "in_progress": e.in_progress} for e in found]}))
+        return
+    table = Table("kind", "entries", "size", "last used", "holds", title=str(cache_dir()))
+    now = time.time()
+    for kind, holds in KINDS.items():
+        mine = [e for e in found if e.kind == kind]
+        last = cache_usage.human_age(now - max(e.last_used for e in mine)) if mine else "-"
+        table.add_row(kind, str(len(mine)), cache_usage.human_bytes(sum(e.bytes for e in mine)),
+                      last, holds)
+    out.print(table)
+    out.print(f"total: {cache_usage.human_bytes(sum(e.bytes for e in found))}")
+
+
+@cache_app.command("clean")
+def cache_clean(
+    kinds: Annotated[list[str] | None, typer.Argument(
+        help="kinds to clean (default: all but downloads): " + ", ".join(
+            ("downloads", "images", "contextual", "teacher", "generated")))] = None,
+    older_than: Annotated[float | None, typer.Option(
+        help="only entries unused for more than this many days")] = None,
+    dry_run: Annotated[bool, typer.Option(help="list what would go; remove nothing")] = False,
+) -> None:
+    """Remove cache entries; each is rebuilt when a run needs it again."""
+    from nnlab.data import cache_usage
+
+    chosen = cache_usage.removable(kinds, older_than)
+    for entry in chosen:
+        if not dry_run:
+            cache_usage.remove(entry)
+        out.print(f"{'would remove' if dry_run else 'removed'} {entry.kind}/{entry.path.name} "
+                  f"({cache_usage.human_bytes(entry.bytes)})")
+    total = cache_usage.human_bytes(sum(e.bytes for e in chosen))
+    out.print(f"{'would free' if dry_run else 'freed'} {total} in {len(chosen)} entries")
 
 
 def _seed_list(text: str | None) -> list[int] | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nnlab.data.cache import cache_dir
+from nnlab.data.cache import cache_dir, touch
 from nnlab.errors import NnlabError
 from nnlab.models import minilm
 
@@ -68,6 +68,7 @@ def word_features(name: str, layers: int, sequences: list[list[str]], use_cache:
         from safetensors.torch import load_file
 
         saved = load_file(str(path))
+        touch(path)
         return _split(saved["features"], saved["offsets"])
     features = compute(layers, sequences, device or torch.device("cpu"))
     if use_cache:
@@ -171,6 +172,7 @@ def piece_states(name: str, tune: int, sequences: list[list[str]], use_cache: bo
         from safetensors.torch import load_file
 
         saved = load_file(str(path))
+        touch(path)
         parts = [_split(saved[f], saved[f"{f}_offsets"]) for f in PieceStates.FIELDS]
         return [PieceStates(*fields) for fields in zip(*parts, strict=True)]
     result = compute_pieces(tune, sequences, device or torch.device("cpu"))

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nnlab.data import cifar, generated, image_folder
-from nnlab.data.cache import cache_dir
+from nnlab.data.cache import cache_dir, touch
 from nnlab.data.files import FileTree
 
 LOADER_VERSION = "1"
@@ -66,6 +66,7 @@ def load_images(path: str, use_cache: bool = True) -> ImageSource:
     if use_cache and cached.is_file():
         source = _read_cache(cached, path)
         if source is not None:
+            touch(cached)
             return source
     fmt = cifar.detect(tree.names()) or "image-folder"
     if fmt == "image-folder":

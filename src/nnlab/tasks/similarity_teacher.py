@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from nnlab.data.cache import cache_dir
+from nnlab.data.cache import cache_dir, touch
 from nnlab.data.pair_augment import extra_pairs
 from nnlab.data.pairs import PairData
 from nnlab.errors import NnlabError
@@ -80,4 +80,7 @@ def _read(file: Path, count: int) -> torch.Tensor | None:
         scores = torch.load(file, weights_only=True)
     except Exception:  # a damaged cache entry is recomputed
         return None
-    return scores if isinstance(scores, torch.Tensor) and scores.shape == (count,) else None
+    if not (isinstance(scores, torch.Tensor) and scores.shape == (count,)):
+        return None
+    touch(file)
+    return scores
