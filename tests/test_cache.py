@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_image_folder
 
+from conftest import write_image_folder
 from nnlab.data import cache_usage
 from nnlab.data.cache import cache_dir
 from nnlab.data.images import load_images

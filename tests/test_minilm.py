@@ -4,6 +4,7 @@ bi-encoder against sentence-transformers, and the missing extra's one-line error
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -251,8 +252,60 @@ def test_contextual_tagger_trains_evaluates_and_predicts(run_cli, tmp_path, monk
     phrases = [k["text"] for k in json.loads(r.out)[0]["keyphrases"]]
     assert phrases and all(p in "we study a support vector machine and a graph ." for p in phrases)
     assert run_cli("predict", run, "   ").code != 0
+    if importlib.util.find_spec("onnxruntime"):
+        exported_tagger_finds(run_cli, run, tmp_path, phrases)
+
+
+def shipped(file):
+    loaded = importlib.util.spec_from_file_location(file.stem.replace(".", "_"), file)
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module
+
+
+def exported_tagger_finds(run_cli, run, tmp_path, phrases):
+    """The exported graph, with the tokenizer, piece builder and Viterbi shipped beside it
+    (no nnlab), finds in raw text the keyphrases `nnlab predict` found."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from nnlab.data.tags import spans_from_tags
+
     r = run_cli("export", run, "--out", tmp_path / "m.onnx")
-    assert r.code != 0 and "not exported to ONNX yet" in r.err
+    assert r.code == 0, r.err
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["contextual"]["encoder"] == minilm.NAME and meta["parity"]["max_abs_diff"] <= 1e-4
+    pieces, viterbi = shipped(tmp_path / "m.pieces.py"), shipped(tmp_path / "m.viterbi.py")
+    tokens = ["we", "study", "a", "support", "vector", "machine", "and", "a", "graph", "."]
+    index = {w: i for i, w in enumerate(meta["vocabulary"]["items"])}
+    feeds = {"words": np.array([[index.get(w, 1) for w in tokens]]),
+             "mask": np.ones((1, len(tokens)), dtype=bool),
+             **pieces.piece_inputs([tokens], pieces.load_tokenizer(tmp_path / "m.tokenizer.json"))}
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    scores = session.run(None, feeds)[0][0]  # (T, tags)
+    crf = meta["crf"]
+    tags = [meta["tags"][t] for t in viterbi.viterbi(scores, crf["start"], crf["transitions"], crf["end"])]
+    found = [" ".join(tokens[s.start : s.end]) for s in spans_from_tags(tags, meta["encoding"])[0]]
+    assert found == phrases
+
+
+def test_shipped_piece_builder_matches_nnlabs_windows(monkeypatch):
+    """FILE.pieces.py (numpy) reads each piece from the window nnlab's cache does, long texts
+    and dropped words included."""
+    from nnlab.data import contextual
+    from nnlab.export import pieces
+
+    monkeypatch.setattr(minilm, "WINDOW", 16)  # the third text (52 pieces) needs 7 windows
+    sequences = [["Keyphrase", "extraction", "with", "unbelievably", "contextual", "features"],
+                 ["short"], [f"w{i}" for i in range(25)], ["\x00", "ok"]]
+    width = max(map(len, sequences))
+    want = contextual.collate_pieces(contextual.piece_states("minilm", 1, sequences), width)
+    got = pieces.piece_inputs(sequences, pieces.load_tokenizer(minilm.model_dir() / "tokenizer.json"),
+                              window=16)
+    assert got["pieces"].shape == tuple(want.mask.shape) and (got["piece_mask"] == want.mask.numpy()).all()
+    assert (got["source"] == want.source.numpy()).all() and (got["target"] == want.target.numpy()).all()
+    ids = got["pieces"].reshape(-1)[got["source"]]
+    assert len(set(ids.tolist()) & {minilm.CLS, minilm.SEP, minilm.PAD}) == 0
 
 
 def test_best_configs_name_the_measured_models():

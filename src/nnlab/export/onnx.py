@@ -1,8 +1,8 @@
 """`nnlab export RUN --format onnx --out FILE.onnx`: the run's best weights as an ONNX graph
 for ONNX Runtime, and beside it FILE.json (classes or tags, vocabulary, preprocessing, the
 CRF's scores: what a user needs without nnlab) and, for CRF taggers, FILE.viterbi.py (a
-numpy decoder), for MiniLM pair models FILE.tokenizer.json (the word-piece tokenizer, for
-`tokenizers`).
+numpy decoder), for MiniLM pair models and taggers on MiniLM features FILE.tokenizer.json
+(the word-piece tokenizer, for `tokenizers`), for the latter FILE.pieces.py (their windows).
 
 The graph comes from torch's TorchScript-based exporter, which traces the recurrent models'
 packed sequences with dynamic batch and length axes (torch.export, the newer exporter,

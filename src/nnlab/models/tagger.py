@@ -22,7 +22,7 @@ from nnlab.errors import NnlabError
 from nnlab.models.crf import CRF
 from nnlab.models.embedding import WordEmbedding
 from nnlab.models.layers import fast_padded, final_states, rnn_layers, rnn_padded, upcast
-from nnlab.models.minilm import TopLayers
+from nnlab.models.minilm import TopLayers, pool_pieces
 from nnlab.models.registry import register
 
 if TYPE_CHECKING:
@@ -140,9 +140,7 @@ class TunedContext(nn.Module):
     def forward(self, batch: PieceBatch) -> torch.Tensor:  # -> (B, T, H)
         dtype = self.mix.weights.dtype
         out = torch.cat(self.top(batch.states.to(dtype), batch.mask), dim=2)  # (W, P, (L+1)*H)
-        flat = out.view(-1, out.shape[2])[batch.source]  # (N, (L+1)*H) each word piece
-        words = flat.new_zeros(batch.pieces.shape[0], flat.shape[1]).index_add_(0, batch.target, flat)
-        words = words / batch.pieces.clamp(min=1).unsqueeze(1).to(words.dtype)  # (B*T, (L+1)*H)
+        words = pool_pieces(out, batch.source, batch.target, batch.pieces)  # (B*T, (L+1)*H)
         return self.mix(words.view(*batch.shape, -1))
 
 

@@ -88,7 +88,8 @@ class ExportSpec:
     decide: Callable[[Any, dict[str, torch.Tensor]], list]  # (first output, inputs) -> predictions
     meta: dict[str, Any]  # what a user needs without nnlab: classes, vocabulary, preprocessing
     # files shipped beside the graph, by the suffix that replaces `.onnx` in their name: a
-    # CRF's Viterbi decoder (".viterbi.py"), a word-piece tokenizer (".tokenizer.json")
+    # CRF's Viterbi decoder (".viterbi.py"), a word-piece tokenizer (".tokenizer.json"), the
+    # builder of a contextual tagger's piece inputs (".pieces.py")
     extras: dict[str, Path] = field(default_factory=dict)
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,13 +30,11 @@ from nnlab.data.conll import (
     split_sentences,
 )
 from nnlab.data.tags import Span, spans_from_tags, tag_set, tags_from_spans
-from nnlab.data.tokenize import PTB_BRACKETS, TOKEN, TokenizerStyle, tokenize
+from nnlab.data.tokenize import TokenizerStyle, tokenize
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.distributed import shard
 from nnlab.errors import NnlabError
-from nnlab.export import viterbi as viterbi_module
-from nnlab.export.viterbi import viterbi
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
 from nnlab.models import minilm
 from nnlab.tasks.base import (
@@ -202,23 +199,6 @@ def collate(enc: Encoded, indices: list[int], device: torch.device, with_chars: 
                    for k, v in batch.items()}
     moved["tokens"] = sum(enc.lengths[i] for i in indices)  # counted on the host: no device sync
     return moved
-
-
-class TaggerScores(nn.Module):
-    """The scores a tagger decodes, as one graph: emissions with the offset of `O`
-    subtracted. Inputs (words, chars, mask), or (words, mask) without character features."""
-
-    def __init__(self, tagger: nn.Module):
-        super().__init__()
-        self.tagger = tagger
-        first = torch.zeros(len(tagger.head.bias))
-        first[0] = 1.0  # O is tag 0
-        self.register_buffer("o_only", first)
-
-    def forward(self, words: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        chars, mask = rest if len(rest) == 2 else (None, rest[0])
-        emissions = self.tagger(words, chars, mask).float()  # (B, T, N)
-        return emissions - self.tagger.o_bias * self.o_only
 
 
 @register_task
@@ -495,58 +475,11 @@ class KeyphraseTask(TextTask):
                                                               *[n for n, _ in runs]], rows)]
 
     def export_spec(self, model: nn.Module) -> ExportSpec:
-        """Graph: word ids (and character ids, for character-feature taggers) and the mask ->
-        each token's tag scores, the offset of `O` applied. A CRF tagger's Viterbi runs
-        beside the graph (FILE.viterbi.py, numpy), others take each token's best score."""
-        info, with_chars = self._info, model.chars is not None
-        if "contextual" in info:
-            raise NnlabError(f"export: a tagger on contextual features ({info['contextual']['model']}) "
-                             "is not exported to ONNX yet; serve it with `nnlab serve`")
-        words, chars = len(info["vocab"]["items"]), len(info["chars"]["items"])
-        crf = model.crf
+        """Graph: word ids, character ids, the mask (and word pieces, for taggers on
+        contextual features) -> each token's tag scores (nnlab.tasks.keyphrase_export)."""
+        from nnlab.tasks import keyphrase_export
 
-        def inputs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-            # T and the word width grow with n, so the checks (n = 5, 7) see other sizes than
-            # the export's example (n = 3)
-            t, w = 9 + n, 3 + n
-            lengths = torch.randint(1, t + 1, (n,), generator=gen)
-            lengths[0] = t  # the longest sets T
-            mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)  # (N, T)
-            x = {"words": torch.randint(2, max(words, 3), (n, t), generator=gen) * mask}
-            if with_chars:
-                x["chars"] = torch.randint(2, max(chars, 3), (n, t, w), generator=gen) * mask.unsqueeze(2)
-            return x | {"mask": mask}
-
-        scores = crf._scores() if crf is not None else None
-        crf_meta = None if scores is None else dict(zip(("start", "transitions", "end"),
-                                                        (t.detach().tolist() for t in scores), strict=True))
-
-        def decide(out: Any, x: dict[str, torch.Tensor]) -> list[list[int]]:
-            lengths = x["mask"].sum(1).tolist()
-            if crf_meta is None:
-                return [np.asarray(out)[i, :n].argmax(1).tolist() for i, n in enumerate(lengths)]
-            return [viterbi(np.asarray(out)[i, :n], *crf_meta.values()) for i, n in enumerate(lengths)]
-
-        axes = {"words": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
-                "scores": {0: "batch", 1: "tokens"}}
-        if with_chars:
-            axes["chars"] = {0: "batch", 1: "tokens", 2: "characters"}
-        return ExportSpec(
-            TaggerScores(model), inputs, ["scores"], axes, decide,
-            meta={"tags": info["tags"], "encoding": info["encoding"], "vocabulary": info["vocab"],
-                  "characters": info["chars"] if with_chars else None,
-                  "max_word_chars": info["max_word_chars"], "crf": crf_meta,
-                  "decode": "viterbi (the .viterbi.py file beside)" if crf_meta else "argmax per token",
-                  "tokenizer": {"pattern": TOKEN.pattern, "flags": "VERBOSE | IGNORECASE",
-                                "ptb_escapes": info["tokenizer"], "brackets": PTB_BRACKETS},
-                  "input": "words: int64 (batch, tokens), each token's index in vocabulary.items "
-                           "(lower-cased first if vocabulary.lowercase), 1 if absent, 0 for padding; "
-                           + ("chars: int64 (batch, tokens, characters), each character's index in "
-                              "characters.items (first max_word_chars characters), 1 if absent, 0 "
-                              "padding; " if with_chars else "")
-                           + "mask: bool (batch, tokens), true on real tokens (the first always)",
-                  "output": "scores: (batch, tokens, tags) of each tag per token, to decode"},
-            extras={".viterbi.py": Path(viterbi_module.__file__)} if crf_meta else {})
+        return keyphrase_export.export_spec(model, self._info)
 
     @classmethod
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
