@@ -109,6 +109,80 @@ def test_cross_encoder_mean_pooling_averages_the_pairs_pieces_alone():
         MiniLMCrossEncoder((1.0, 5.0), pooling="max")
 
 
+def test_cross_encoder_learns_entailment_beside_the_score_from_unswapped_pairs():
+    """data.entailment_weight: the loss adds the weighted cross-entropy of the judgments of
+    pairs read in their own order; pairs without one (-100) add nothing."""
+    from nnlab.models.minilm_pairs import MiniLMCrossEncoder, swap_pairs
+
+    torch.manual_seed(0)
+    plain = MiniLMCrossEncoder((1.0, 5.0))
+    model = MiniLMCrossEncoder((1.0, 5.0), entailment_classes=3, entailment_weight=0.5)
+    model.load_state_dict(plain.state_dict(), strict=False)  # the same encoder and score head
+    gen = torch.Generator().manual_seed(0)
+    a, a_len = sequences([5, 9, 3, 6], gen)
+    b, b_len = sequences([7, 4, 6, 5], gen)
+    target, labels = torch.tensor([4.0, 2.5, 1.0, 3.0]), torch.tensor([0, 2, -100, 1])
+    plain.eval(), model.eval()  # dropout off, pairs in their own order
+    with torch.no_grad():
+        base, scores = plain.loss(a, a_len, b, b_len, target)
+        total, same = model.loss(a, a_len, b, b_len, target, labels)
+        logits = model.entailment(model._pool(a, a_len, b, b_len))
+        ce = torch.nn.functional.cross_entropy(logits[[0, 1, 3]], labels[[0, 1, 3]])
+        torch.testing.assert_close(same, scores)
+        torch.testing.assert_close(total, base + 0.5 * ce)
+        unlabelled, _ = model.loss(a, a_len, b, b_len, target, torch.full((4,), -100))
+        torch.testing.assert_close(unlabelled, base)  # no judgment: no term (and no NaN)
+    # in training each pair is read in a random order; swapped ones drop out of the entailment
+    # term (its judgment has a direction)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # deterministic, to compare
+    torch.manual_seed(5)
+    swap = torch.rand(4) < 0.5
+    assert swap.tolist() == [False, True, False, False]  # pair 1 swapped, pair 2 unlabelled
+    torch.manual_seed(5)
+    with torch.no_grad():
+        loss, _ = model.loss(a, a_len, b, b_len, target, labels)
+        features = model._pool(*swap_pairs(a, a_len, b, b_len, swap))
+        expected = model._loss(*model._features_scores(features), target)[0]
+        ce = torch.nn.functional.cross_entropy(model.entailment(features)[[0, 3]], labels[[0, 3]])
+    torch.testing.assert_close(loss, expected + 0.5 * ce)
+
+
+def test_entailment_judgments_train_with_the_cross_encoder(run_cli, tmp_path):
+    from test_similarity import HEADER
+
+    folder = tmp_path / "sick"
+    folder.mkdir()
+    rows = [HEADER]
+    for i in range(80):
+        same = i % 2 == 0
+        a, b = ("A man is running", "A man runs") if same else ("A dog sleeps", "A woman is cooking")
+        rows.append(f"{i + 1}\t{a}\t{b}\t{4.8 if same else 1.2}\t{'ENTAILMENT' if same else 'NEUTRAL'}")
+    (folder / "SICK_train.txt").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    r = run_cli("train", "similarity", "--model", "minilm-cross", "--data", folder, "--epochs", "1",
+                "--set", "data.entailment_weight=0.5", "--set", "data.batch_size=8", "--out", run, "--quiet")
+    assert r.code == 0, r.err
+    assert "entailment judgments (ENTAILMENT, NEUTRAL) at loss weight 0.5" in r.err
+    from safetensors.torch import load_file
+
+    assert load_file(str(run / "best.safetensors"))["entailment.weight"].shape == (2, 384)
+    r = run_cli("predict", run, "A man is running", "A man runs", "--json")
+    assert r.code == 0, r.err
+    sts = tmp_path / "sts"  # the STS Benchmark's layout: scores, no judgments
+    sts.mkdir()
+    (sts / "sts-train.csv").write_text("".join(f"main\tf\t2012\t{i}\t{i % 5}.0\tA man is here\tA dog runs\n"
+                                               for i in range(40)))
+    for model, data, message in (("lstm", folder, "lstm has no entailment head"),
+                                 ("minilm-cross", sts, "has no entailment_judgment column")):
+        r = run_cli("train", "similarity", "--model", model, "--data", data, "--epochs", "1",
+                    "--set", "data.entailment_weight=0.5", "--out", tmp_path / "bad", "--quiet")
+        assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+
+
 def test_pretrained_bi_encoder_embeds_as_sentence_transformers_does():
     st = pytest.importorskip("sentence_transformers")
     from nnlab.models.minilm_pairs import MiniLMBiEncoder

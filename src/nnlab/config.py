@@ -56,6 +56,9 @@ class DataConfig:
     # a trained similarity run (or a list: their mean) that scores extra pairs of training sentences
     teacher: str | list[str] = ""
     teacher_pairs: int = 0  # how many extra pairs (0: 4 per training pair)
+    # > 0: cross-encoders also learn SICK's entailment judgments, a loss of this weight beside
+    # the score's (multi-task; the judgments are training labels, never read when predicting)
+    entailment_weight: float = 0.0
 
 
 @dataclass

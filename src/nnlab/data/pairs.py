@@ -19,6 +19,7 @@ from nnlab.errors import NnlabError, short
 #                 score column, score range)
 SICK = ("sick", ("pair_ID", "sentence_A", "sentence_B", "relatedness_score"),
         "sentence_A", "sentence_B", "relatedness_score", (1.0, 5.0))
+SICK_LABEL = "entailment_judgment"  # SICK's other annotation: ENTAILMENT, CONTRADICTION, NEUTRAL
 STS_RANGE = (0.0, 5.0)
 STS_COLUMNS = 7  # genre, file, year, id, score, sentence 1, sentence 2 (sometimes more after)
 
@@ -33,6 +34,7 @@ class PairData:
     layout: str
     lines: list[int] = field(default_factory=list)
     texts: list[tuple[str, str]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # SICK's entailment judgments, when read
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -40,7 +42,8 @@ class PairData:
     def subset(self, indices: list[int]) -> PairData:
         return PairData(self.path, [self.a[i] for i in indices], [self.b[i] for i in indices],
                         [self.scores[i] for i in indices], self.score_range, self.layout,
-                        [self.lines[i] for i in indices], [self.texts[i] for i in indices])
+                        [self.lines[i] for i in indices], [self.texts[i] for i in indices],
+                        [self.labels[i] for i in indices] if self.labels else [])
 
     def fingerprint(self) -> str:
         return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()[:16]
@@ -75,7 +78,8 @@ def read_pairs(path: str | Path, layout: str = "auto", columns: tuple[str, str, 
             raise NnlabError(f"{path}:1: header has no {missing[0]!r} column (SICK header: "
                              f"{' '.join(SICK[1])})")
         spec = (header.index(SICK[2]), header.index(SICK[3]), header.index(SICK[4]))
-        return _rows(path, lines[1:], 2, len(header), spec, score_range or SICK[5], "sick")
+        label = header.index(SICK_LABEL) if SICK_LABEL in header else None
+        return _rows(path, lines[1:], 2, len(header), spec, score_range or SICK[5], "sick", label)
     if layout == "sts":
         return _rows(path, lines, 1, None, (5, 6, 4), score_range or STS_RANGE, "sts")
     if layout == "tsv":
@@ -91,7 +95,7 @@ def read_pairs(path: str | Path, layout: str = "auto", columns: tuple[str, str, 
 
 
 def _rows(path: Path, lines: list[str], first: int, width: int | None, spec: tuple[int, int, int],
-          score_range: tuple[float, float], layout: str) -> PairData:
+          score_range: tuple[float, float], layout: str, label: int | None = None) -> PairData:
     lo, hi = score_range
     if not lo < hi:
         raise NnlabError(f"data.score_range: {score_range} is not a range")
@@ -122,6 +126,10 @@ def _rows(path: Path, lines: list[str], first: int, width: int | None, spec: tup
         data.scores.append(score)
         data.lines.append(number)
         data.texts.append((a, b))
+        if label is not None:
+            if not fields[label].strip():
+                raise NnlabError(f"{path}:{number}: the {SICK_LABEL} field is empty")
+            data.labels.append(fields[label].strip())
     if not data.scores:
         raise NnlabError(f"{path}: no sentence pairs")
     return data

@@ -16,8 +16,11 @@ into a new run's model.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from nnlab.models import minilm
+from nnlab.models.layers import upcast
 from nnlab.models.registry import register
 from nnlab.models.siamese import PairHead, SiamesePair, pad_pair
 
@@ -81,16 +84,24 @@ def swap_pairs(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: tor
 class MiniLMCrossEncoder(PretrainedEncoder, PairHead):
     """`symmetric`: similarity does not depend on the order of the sentences, but a
     cross-encoder's input does; training then reads each pair in a random order (an
-    augmentation that doubles the distinct inputs), and a prediction is the mean of both."""
+    augmentation that doubles the distinct inputs), and a prediction is the mean of both.
+
+    `entailment_classes` (supplied by the task under data.entailment_weight): a linear head
+    on the same pair feature also learns SICK's entailment judgments, its cross-entropy
+    weighted by `entailment_weight` beside the score's loss. Entailment has a direction, so
+    a pair read in swapped order does not count for it."""
 
     def __init__(self, score_range: tuple[float, float], head: str = "mlp", mlp_hidden: int = 256,
-                 symmetric: bool = True, pooling: str = "cls"):
+                 symmetric: bool = True, pooling: str = "cls", entailment_classes: int = 0,
+                 entailment_weight: float = 0.0):
         super().__init__()
         self.encoder = minilm.bert(pretrained=False)
         width = self.encoder.config.hidden_size
         self.symmetric = symmetric
         self.pooling = minilm.check_pooling(pooling)
         self._init_head(width, score_range, head, mlp_hidden, feature_dim=width)
+        self.entailment = nn.Linear(width, entailment_classes) if entailment_classes else None
+        self.entailment_weight = entailment_weight
 
     def forward(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor
                 ) -> torch.Tensor:
@@ -101,10 +112,21 @@ class MiniLMCrossEncoder(PretrainedEncoder, PairHead):
         return scores
 
     def loss(self, a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor,
-             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+             target: torch.Tensor, labels: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """labels: (B,) entailment judgments (-100: none), read when the model has the head."""
+        swap = torch.zeros(a.shape[0], dtype=torch.bool)
         if self.symmetric and self.training:  # each pair in a random order (model-side randomness)
-            a, a_len, b, b_len = swap_pairs(a, a_len, b, b_len, torch.rand(a.shape[0]) < 0.5)
-        return self._loss(*self._features_scores(self._pool(a, a_len, b, b_len)), target)
+            swap = torch.rand(a.shape[0]) < 0.5
+            a, a_len, b, b_len = swap_pairs(a, a_len, b, b_len, swap)
+        features = self._pool(a, a_len, b, b_len)  # (B, H)
+        loss, scores = self._loss(*self._features_scores(features), target)
+        if self.entailment is not None and labels is not None:
+            labels = labels.masked_fill(swap.to(labels.device), -100)  # (B,)
+            ce = F.cross_entropy(upcast(self.entailment(features)), labels, ignore_index=-100,
+                                 reduction="sum")
+            loss = loss + self.entailment_weight * ce / (labels != -100).sum().clamp(min=1)
+        return loss, scores
 
     def _pool(self, a, a_len, b, b_len) -> torch.Tensor:
         """The pair's feature (B, H), pooled over the joint input."""

@@ -79,20 +79,30 @@ class PairModel(Protocol):
              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+NO_LABEL = -100  # F.cross_entropy's ignore_index: a pair without an entailment judgment
+
+
 @dataclass
 class EncodedPairs:
     a: list[torch.Tensor]  # (Ta,) int64
     b: list[torch.Tensor]
     scores: torch.Tensor  # (N,) float32
+    labels: torch.Tensor | None = None  # (N,) int64 entailment judgments (data.entailment_weight)
 
     def __len__(self) -> int:
         return len(self.a)
 
     def subset(self, idx: list[int]) -> EncodedPairs:
-        return EncodedPairs([self.a[i] for i in idx], [self.b[i] for i in idx], self.scores[idx])
+        return EncodedPairs([self.a[i] for i in idx], [self.b[i] for i in idx], self.scores[idx],
+                            None if self.labels is None else self.labels[idx])
 
     def joined(self, other: EncodedPairs) -> EncodedPairs:
-        return EncodedPairs(self.a + other.a, self.b + other.b, torch.cat([self.scores, other.scores]))
+        labels = None
+        if self.labels is not None or other.labels is not None:
+            labels = torch.cat([p.labels if p.labels is not None else
+                                torch.full((len(p),), NO_LABEL) for p in (self, other)])
+        return EncodedPairs(self.a + other.a, self.b + other.b, torch.cat([self.scores, other.scores]),
+                            labels)
 
 
 def encode_pairs(data: PairData, info: dict[str, Any]) -> EncodedPairs:
@@ -104,7 +114,12 @@ def encode_pairs(data: PairData, info: dict[str, Any]) -> EncodedPairs:
         vocab = Vocab.from_dict(info["vocab"])
         a = [torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.a]
         b = [torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.b]
-    return EncodedPairs(a, b, torch.tensor(data.scores, dtype=torch.float32))
+    labels = None
+    if "entailment" in info:  # judgments the run never saw (or none, e.g. a teacher's pairs): ignored
+        index = {name: i for i, name in enumerate(info["entailment"]["labels"])}
+        labels = torch.tensor([index.get(x, NO_LABEL) for x in data.labels] if data.labels
+                              else [NO_LABEL] * len(data), dtype=torch.int64)
+    return EncodedPairs(a, b, torch.tensor(data.scores, dtype=torch.float32), labels)
 
 
 def encode_texts(texts: list[str], info: dict[str, Any]) -> list[torch.Tensor]:
@@ -125,8 +140,11 @@ def collate_pairs(enc: EncodedPairs, idx: list[int], device: torch.device) -> di
 
     a, a_len = pad([enc.a[i] for i in idx])
     b, b_len = pad([enc.b[i] for i in idx])
-    return {"a": a, "a_len": a_len, "b": b, "b_len": b_len,
-            "score": enc.scores[idx].to(device, non_blocking=True)}
+    batch = {"a": a, "a_len": a_len, "b": b, "b_len": b_len,
+             "score": enc.scores[idx].to(device, non_blocking=True)}
+    if enc.labels is not None:
+        batch["label"] = enc.labels[idx].to(device, non_blocking=True)
+    return batch
 
 
 
@@ -139,7 +157,7 @@ class SimilarityTask(TextTask):
     labels: ClassVar[dict[str, Any]] = {"pearson": "Pearson r", "spearman": "Spearman ρ", "mse": "MSE"}
     extra_metrics = ("spearman",)  # the loss column is the MSE
     detail_keys = ("predictions", "gold")
-    supplied = ("vocab_size", "score_range", "frozen_words")
+    supplied = ("vocab_size", "score_range", "frozen_words", "entailment_classes", "entailment_weight")
     data_folders = ("sick",)
     choices: ClassVar[dict[str, Any]] = {"data.pair_layout": ("auto", "sick", "sts", "tsv")}
     predict_help = "two sentences (or --pairs FILE.tsv)"
@@ -183,6 +201,8 @@ class SimilarityTask(TextTask):
                              "val_tokens": vocab.coverage(val_tokens)},
             }
             self._info |= embeddings_info(self.vectors, d)
+        if d.entailment_weight:
+            self._info["entailment"] = entailment_info(train, d.entailment_weight, self.cfg.model.name)
         self.train = encode_pairs(train, self._info)
         if d.teacher:  # knowledge distillation: extra pairs scored by a trained run
             extra, self._info["teacher"] = teacher_pairs(train, d.teacher, d.teacher_pairs,
@@ -197,6 +217,9 @@ class SimilarityTask(TextTask):
         if teacher:
             several = "s" * (len(teacher.get("runs", [])) > 1)
             taught = f"; + {teacher['pairs']:,} pairs scored by the teacher{several} {teacher['model']}"
+        if "entailment" in self._info:
+            e = self._info["entailment"]
+            taught += f"; + entailment judgments ({', '.join(e['labels'])}) at loss weight {e['weight']:g}"
         if "wordpieces" in self._info:
             return f"scores in [{lo:g}, {hi:g}]; {self._info['wordpieces']} word pieces" + taught
         return f"scores in [{lo:g}, {hi:g}]; " + self.coverage_line() + taught
@@ -214,8 +237,12 @@ class SimilarityTask(TextTask):
     def build_model(self) -> nn.Module:
         score_range = tuple(self._info["score_range"])
         if self.reads_pieces:
+            extra = {}
+            if "entailment" in self._info:
+                e = self._info["entailment"]
+                extra = {"entailment_classes": len(e["labels"]), "entailment_weight": e["weight"]}
             return models.create(self.cfg.model.name, self.name, self.cfg.model.args,
-                                 score_range=score_range)
+                                 score_range=score_range, **extra)
         args, supplied = word_args(self.cfg.model.args, self._info)
         return models.create(self.cfg.model.name, self.name, args, score_range=score_range, **supplied)
 
@@ -235,8 +262,9 @@ class SimilarityTask(TextTask):
 
     def step(self, model: PairModel, batch: dict) -> StepOutput:
         with self.runtime.autocast():
+            labels = (batch["label"],) if "label" in batch else ()  # data.entailment_weight
             loss, pred = model.loss(batch["a"], batch["a_len"], batch["b"], batch["b_len"],
-                                    batch["score"])  # scalar, (B,)
+                                    batch["score"], *labels)  # scalar, (B,)
         pred = pred.float()
         squared = ((pred.detach() - batch["score"]) ** 2).sum()
         return StepOutput.per_example(loss, pred.shape[0], squared)
@@ -361,6 +389,20 @@ class SimilarityTask(TextTask):
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
         """A 20,000-word vocabulary, scores 1-5."""
         return {"vocab": cls.example_vocab(), "score_range": [1.0, 5.0]}
+
+
+def entailment_info(train: PairData, weight: float, model: str) -> dict[str, Any]:
+    """The judgments a cross-encoder learns beside the scores (data.entailment_weight)."""
+    import math
+
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
+            math.isfinite(weight) and weight > 0):
+        raise NnlabError(f"data.entailment_weight: {weight!r}; a number > 0 (or 0: off)")
+    if "entailment_classes" not in models.options(model):
+        raise NnlabError(f"data.entailment_weight: {model} has no entailment head (minilm-cross has)")
+    if not train.labels:
+        raise NnlabError(f"data.entailment_weight: {train.path} has no entailment_judgment column")
+    return {"labels": sorted(set(train.labels)), "weight": float(weight)}
 
 
 def predict_scores(model: PairModel, enc: EncodedPairs, runtime: Runtime, batch_size: int
