@@ -5,12 +5,14 @@ a student trains on them; a wrong teacher is one line and no run folder."""
 from __future__ import annotations
 
 import json
+import os
 
 import torch
 from test_similarity import sick, write_sick  # noqa: F401  (the fixture)
 
 from nnlab.data.pair_augment import extra_pairs
 from nnlab.data.pairs import read_pairs
+from nnlab.tasks.similarity import SimilarityTask
 
 
 def test_extra_pairs_are_new_pairs_of_training_sentences(tmp_path):
@@ -32,7 +34,7 @@ def test_extra_pairs_are_new_pairs_of_training_sentences(tmp_path):
     assert again.texts == pairs.texts and extra_pairs(train, 200, seed="y").texts != pairs.texts
 
 
-def test_student_learns_from_a_teachers_scores(run_cli, sick, tmp_path):  # noqa: F811
+def test_student_learns_from_a_teachers_scores(run_cli, sick, tmp_path, monkeypatch):  # noqa: F811
     teacher = tmp_path / "teacher"
     r = run_cli("train", "similarity", "--model", "lstm", "--data", sick, "--epochs", "2",
                 "--out", teacher, "--quiet")
@@ -57,12 +59,20 @@ def test_student_learns_from_a_teachers_scores(run_cli, sick, tmp_path):  # noqa
     assert r.code == 0, r.err
     predicted = [p["score"] for p in json.loads(r.out)]
     assert torch.allclose(scores[:10], torch.tensor(predicted), atol=1e-3)
-    stamp = cached.stat().st_mtime_ns  # a second student reads them back
+    # a second student reads them back: the teacher is not run again, and the hit counts as a
+    # use of the cache entry (its mtime, for `nnlab cache clean --older-than`)
+    stamp, inode = cached.stat().st_mtime_ns, cached.stat().st_ino
+    os.utime(cached, ns=(stamp - 10**12, stamp - 10**12))  # 1,000 s ago
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the teacher scored the pairs again")
+
+    monkeypatch.setattr(SimilarityTask, "score_texts", no_scoring)
     r = run_cli("train", "similarity", "--model", "rnn", "--data", sick, "--epochs", "1",
                 "--set", f"data.teacher='{teacher}'", "--set", "data.teacher_pairs=120",
                 "--out", tmp_path / "again", "--quiet")
     assert r.code == 0, r.err
-    assert cached.stat().st_mtime_ns == stamp
+    assert cached.stat().st_ino == inode and cached.stat().st_mtime_ns > stamp - 10**12
 
 
 def test_several_teachers_give_the_mean_of_their_scores(run_cli, sick, tmp_path):  # noqa: F811
