@@ -156,22 +156,12 @@ def window_plan(pieces: int, window: int | None = None) -> tuple[list[int], list
     overlap by half, each [CLS] + a stretch of pieces + [SEP] within `window` positions.
 
     Returns each window's first piece and its piece count, and each piece's window (P,):
-    the one where its distance to the nearer edge is largest, so it has the most context."""
-    window = window or WINDOW
-    span, stride = window - 2, (window - 2) // 2
-    starts = sorted({min(s, max(pieces - span, 0))
-                     for s in range(0, max(pieces - span, 0) + stride, stride)})
-    sizes = [min(span, pieces - s) for s in starts]
-    pos = torch.arange(pieces)
-    best_score = torch.full((pieces,), -1)
-    best = torch.zeros(pieces, dtype=torch.int64)
-    for w, (s, n) in enumerate(zip(starts, sizes, strict=True)):
-        inside = (pos >= s) & (pos < s + n)
-        score = torch.minimum(pos - s, s + n - 1 - pos).masked_fill(~inside, -1)
-        take = score > best_score
-        best[take] = w
-        best_score = torch.where(take, score, best_score)
-    return starts, sizes, best
+    the one where its distance to the nearer edge is largest, so it has the most context.
+    The plan is the one exported taggers ship (nnlab.export.pieces), so both read alike."""
+    from nnlab.export import pieces as shipped
+
+    starts, sizes, best = shipped.window_plan(pieces, window or WINDOW)
+    return starts, sizes, torch.from_numpy(best)
 
 
 def window_chunks(ids: torch.Tensor, starts: list[int], sizes: list[int]) -> list[torch.Tensor]:

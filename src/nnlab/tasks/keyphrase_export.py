@@ -19,7 +19,6 @@ from torch import nn
 
 from nnlab.data import contextual
 from nnlab.data.tokenize import PTB_BRACKETS, TOKEN
-from nnlab.data.vocab import Vocab
 from nnlab.export import pieces as pieces_module
 from nnlab.export import viterbi as viterbi_module
 from nnlab.export.viterbi import viterbi
@@ -83,18 +82,18 @@ class TaggerScores(nn.Module):
 def export_spec(model: nn.Module, info: dict[str, Any]) -> ExportSpec:
     """Graph: word ids (and character ids, for character-feature taggers), the mask, and the
     word pieces for a tagger on contextual features -> each token's tag scores."""
-    from nnlab.tasks.keyphrase import encode_chars  # the task module imports this one
+    from nnlab.data.conll import TaggedText
+    from nnlab.tasks.keyphrase import _encode_words, collate  # the task module imports this one
 
     with_chars, ctx = model.chars is not None, info.get("contextual")
     words, chars = len(info["vocab"]["items"]), len(info["chars"]["items"])
     crf = model.crf
     features = None
     if ctx:
-        words_vocab, chars_vocab = Vocab.from_dict(info["vocab"]), Vocab.from_dict(info["chars"])
         encoder = contextual.frozen_encoder(ctx["tune"] or None, "cpu")
         features = PieceFeatures(encoder, ctx["layers"], bool(ctx["tune"]))
         tokenizer = minilm.tokenizer()
-        known = words_vocab.items[2:] or ["word"]
+        known = info["vocab"]["items"][2:] or ["word"]
 
     def random_ids(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         # T and the word width grow with n, so the checks (n = 5, 7) see other sizes than
@@ -118,17 +117,10 @@ def export_spec(model: nn.Module, info: dict[str, Any]) -> ExportSpec:
         # graph must add up (a word's pieces are read from several rows)
         tokens = [[known[i] + (known[j] if p % 3 == 0 else "") for p, (i, j) in enumerate(
                    torch.randint(len(known), (k, 2), generator=gen).tolist())] for k in lengths]
-        t = max(lengths)
-        x = {"words": torch.zeros(n, t, dtype=torch.int64), "mask": torch.zeros(n, t, dtype=torch.bool)}
-        if with_chars:
-            x["chars"] = torch.zeros(n, t, info["max_word_chars"], dtype=torch.int64)
-        for row, toks in enumerate(tokens):
-            x["words"][row, : len(toks)] = torch.tensor(words_vocab.lookup(toks))
-            x["mask"][row, : len(toks)] = True
-            if with_chars:
-                c = encode_chars(toks, chars_vocab, info["max_word_chars"])
-                x["chars"][row, : len(toks), : c.shape[1]] = c
-        x = {"words": x["words"], **({"chars": x["chars"]} if with_chars else {}), "mask": x["mask"]}
+        batch = collate(_encode_words(TaggedText("export", tokens, [[] for _ in tokens], [0] * n, "bio"),
+                                      info), list(range(n)), torch.device("cpu"), with_chars)
+        x = {"words": batch["words"], **({"chars": batch["chars"]} if with_chars else {}),
+             "mask": batch["mask"]}
         return x | {k: torch.from_numpy(v) for k, v in pieces_module.piece_inputs(tokens, tokenizer).items()}
 
     scores = crf._scores() if crf is not None else None

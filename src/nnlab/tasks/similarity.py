@@ -7,6 +7,7 @@ the reports compare models.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,8 +394,6 @@ class SimilarityTask(TextTask):
 
 def entailment_info(train: PairData, weight: float, model: str) -> dict[str, Any]:
     """The judgments a cross-encoder learns beside the scores (data.entailment_weight)."""
-    import math
-
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
             math.isfinite(weight) and weight > 0):
         raise NnlabError(f"data.entailment_weight: {weight!r}; a number > 0 (or 0: off)")
