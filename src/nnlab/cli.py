@@ -18,15 +18,18 @@ from nnlab import tasks
 from nnlab.errors import NnlabError, short
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # help text is plain: `nnlab[onnx]` is no markup tag
                   help="nnlab: train, compare and use classic CNN and RNN models.")
-data_app = typer.Typer(no_args_is_help=True, help="Get data sets.")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Get data sets.")
 app.add_typer(data_app, name="data")
-cache_app = typer.Typer(no_args_is_help=True, help="See and shrink nnlab's cache of decoded data.")
+cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="See and shrink nnlab's cache of decoded data.")
 app.add_typer(cache_app, name="cache")
 
-# what the commands print holds user strings (file and class names, sentences): never markup
-out = Console(soft_wrap=True, markup=False, highlight=False)
-err = Console(stderr=True, soft_wrap=True)
+# what the commands print holds user strings (file and class names, sentences): never markup,
+# never emoji codes (`:x:` is text); stderr's progress lines style markup and escape user strings
+out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 @app.command()
@@ -58,6 +61,15 @@ def train(
     experiment.train_run(cfg, out_dir, err, progress=not quiet)
 
 
+def _json(value: object) -> str:
+    """One line of strict JSON (no NaN: most parsers refuse it), or one line saying why not."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise NnlabError("the model's outputs are not finite numbers (NaN or infinity); "
+                         "nothing printed") from None
+
+
 @app.command()
 def evaluate(
     run_dir: Annotated[str, typer.Argument(help="run folder")],
@@ -73,7 +85,7 @@ def evaluate(
 
     result = experiment.evaluate_run(run_dir, data, split, device, tta)
     if as_json:
-        print(json.dumps(result, allow_nan=False))
+        print(_json(result))
         return
     for line in tasks.get(result["task"]).format_evaluation(result):
         out.print(line)
@@ -87,7 +99,7 @@ def predict(
     files: Annotated[bool, typer.Option("--files", help="text runs: inputs are text files")] = False,
     pairs: Annotated[str | None, typer.Option(
         help="similarity: a TSV file of sentence pairs (two columns) to score")] = None,
-    top_k: Annotated[int, typer.Option(help="classes to show per image")] = 3,
+    top_k: Annotated[int, typer.Option(help="classes to show per image", min=1, max=1000)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (keyphrases: with offsets)")
                        ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -99,7 +111,7 @@ def predict(
     options = tasks.PredictOptions(files=files, pairs=pairs, top_k=top_k)
     task, results = experiment.predict_run(run_dir, inputs or [], options, device)
     if as_json:
-        print(json.dumps(results, allow_nan=False))
+        print(_json(results))
         return
     for line in task.format_predictions(results):
         out.print(line)
@@ -111,15 +123,24 @@ def export(
     out_file: Annotated[str, typer.Option("--out", help="FILE.onnx; FILE.json (classes, vocabulary, "
                                           "preprocessing) and a CRF's FILE.viterbi.py go beside it")],
     fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    force: Annotated[bool, typer.Option(help="replace the files of an earlier export to --out")] = False,
 ) -> None:
-    """Export a run's best weights to ONNX (needs `nnlab[onnx]`), checked against PyTorch."""
+    """Export a run's best weights to ONNX (needs `nnlab[onnx]`), checked against PyTorch;
+    no existing file is replaced (but an earlier export's, with --force)."""
     from nnlab.export.onnx import export_run
 
-    result = export_run(run_dir, out_file, fmt)
+    result = export_run(run_dir, out_file, fmt, force)
     parity = result["parity"]
     out.print(f"{result['model']}: {', '.join(result['files'])}; onnxruntime against PyTorch on "
               f"{parity['batch']} fresh inputs: max abs difference {parity['max_abs_diff']:.1e}, "
               "same predictions")
+
+
+def _in_range(name: str, value: float, lo: float, hi: float) -> float:
+    """A numeric option inside [lo, hi] (NaN and infinities refused), or one line naming it."""
+    if not lo <= value <= hi:  # False for NaN too
+        raise NnlabError(f"{name}: must be from {lo:g} to {hi:g}, got {value}")
+    return value
 
 
 @app.command()
@@ -127,14 +148,29 @@ def serve(
     run_dirs: Annotated[list[str], typer.Argument(help="run folders, each RUN_DIR or NAME=RUN_DIR")],
     host: Annotated[str, typer.Option(help="address to bind (beyond loopback, --token is needed)")
                     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
+    port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8000,
     token: Annotated[str | None, typer.Option(
-        help="require `Authorization: Bearer TOKEN` on /v1 (default: $NNLAB_TOKEN)")] = None,
+        help="require `Authorization: Bearer TOKEN` on every route but /healthz (default: "
+             "$NNLAB_TOKEN)")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="a name clients may send in the Host header besides the bound address and "
+             "loopback (a proxy's or DNS name; repeat for several)")] = None,
     max_body_mb: Annotated[float, typer.Option(help="largest request body, MiB")] = 20.0,
-    max_chars: Annotated[int, typer.Option(help="longest text, characters")] = 20_000,
-    max_batch: Annotated[int, typer.Option(help="inputs per forward pass")] = 32,
-    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 5.0,
-    top_k: Annotated[int, typer.Option(help="classes per image")] = 3,
+    max_chars: Annotated[int, typer.Option(help="longest text, characters", min=1, max=10_000_000)
+                         ] = 20_000,
+    max_words: Annotated[int, typer.Option(help="words across one request's texts", min=1,
+                                           max=10_000_000)] = 10_000,
+    max_image_pixels: Annotated[int, typer.Option(help="pixels of one image (read from its header)",
+                                                  min=1, max=1_000_000_000)] = 16_000_000,
+    max_request_pixels: Annotated[int, typer.Option(help="pixels across one request's images", min=1,
+                                                    max=10_000_000_000)] = 64_000_000,
+    max_batch: Annotated[int, typer.Option(help="inputs per forward pass; larger requests are split",
+                                           min=1, max=100_000)] = 32,
+    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests (0-1000)")
+                             ] = 5.0,
+    header_timeout: Annotated[float, typer.Option(help="seconds a connection may take to send a request's "
+                                                  "headers (1-600)")] = 10.0,
+    top_k: Annotated[int, typer.Option(help="classes per image", min=1, max=1000)] = 3,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
     """Serve runs over HTTP (needs `nnlab[serve]`): a JSON API and a page to try each model."""
@@ -144,34 +180,39 @@ def serve(
     try:
         import uvicorn
 
-        from nnlab.serve.app import Limits, create_app, load_served
+        from nnlab.serve.app import LOOPBACK_NAMES, Limits, create_app, load_served
+        from nnlab.serve.protocol import protocol_class
     except ImportError:
         raise NnlabError("serve: needs the extra: pip install 'nnlab[serve]'") from None
-    token = token or os.environ.get("NNLAB_TOKEN") or None
+    token = token if token is not None else os.environ.get("NNLAB_TOKEN") or None
+    if token is not None and not token.strip():
+        raise NnlabError("--token: empty or only whitespace; give a real secret (or none)")
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback and token is None:
         raise NnlabError(f"--host {host}: beyond loopback the API needs a token (--token or $NNLAB_TOKEN)")
-    for name, value in (("--max-chars", max_chars), ("--max-batch", max_batch), ("--top-k", top_k)):
-        if value < 1:
-            raise NnlabError(f"{name}: must be at least 1, got {value}")
-    if max_body_mb <= 0 or batch_wait_ms < 0:
-        raise NnlabError("--max-body-mb must be positive and --batch-wait-ms 0 or more")
-    limits = Limits(max_body=int(max_body_mb * (1 << 20)), max_chars=max_chars, max_batch=max_batch,
-                    wait=batch_wait_ms / 1000, top_k=top_k)
+    _in_range("--max-body-mb", max_body_mb, 0.001, 4096)
+    _in_range("--batch-wait-ms", batch_wait_ms, 0, 1000)
+    _in_range("--header-timeout", header_timeout, 1, 600)
+    limits = Limits(max_body=int(max_body_mb * (1 << 20)), max_chars=max_chars, max_words=max_words,
+                    max_pixels=max_image_pixels, max_request_pixels=max_request_pixels,
+                    max_batch=max_batch, wait=batch_wait_ms / 1000, top_k=top_k)
+    hosts = [*LOOPBACK_NAMES, host, *(allowed_host or [])]
     served = load_served(run_dirs, device, limits)
-    err.print(f"serving {', '.join(s.name for s in served)} on http://{host}:{port}/ (API: /v1/models, "
-              "docs: /docs)", markup=False, highlight=False)
-    uvicorn.run(create_app(served, limits, token), host=host, port=port, log_level="warning")
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"serving {', '.join(s.name for s in served)} on http://{shown}:{port}/ "
+              "(API: /v1/models, description: /openapi.json)", markup=False, highlight=False)
+    uvicorn.run(create_app(served, limits, token, hosts), host=host, port=port, log_level="warning",
+                http=protocol_class(header_timeout), timeout_keep_alive=5, timeout_graceful_shutdown=10)
 
 
 @app.command("models")
 def list_models(
     name: Annotated[str | None, typer.Argument(help="a model to describe")] = None,
     input_shape: Annotated[str, typer.Option(help="C,H,W for images")] = "3,32,32",
-    classes: Annotated[int, typer.Option(help="number of classes")] = 10,
+    classes: Annotated[int, typer.Option(help="number of classes", min=2, max=100_000)] = 10,
 ) -> None:
     """List registered models by task, or describe one (options, recipe, parameters)."""
     from rich.table import Table
@@ -190,7 +231,9 @@ def list_models(
     try:
         c, h, w = (int(v) for v in input_shape.split(","))
     except ValueError:
-        raise NnlabError(f"--input-shape {input_shape}: expected C,H,W") from None
+        raise NnlabError(f"--input-shape {short(input_shape, 40)}: expected C,H,W") from None
+    if not (1 <= c <= 4 and 1 <= h <= 1024 and 1 <= w <= 1024):
+        raise NnlabError(f"--input-shape {input_shape}: channels 1-4, height and width 1-1024")
     kind = tasks.get(entry.task)
     cfg = RunConfig(task=kind.name)
     cfg.model.name = name
@@ -269,13 +312,23 @@ def cache_clean(
 
 
 def _seed_list(text: str | None) -> list[int] | None:
+    from nnlab.config import SEED_MAX
+
     if text is None:
         return None
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise NnlabError(f"--seeds {text!r}: expected whole numbers separated by commas, e.g. 0,1,2"
-                         ) from None
+        raise NnlabError(f"--seeds {short(text, 60)!r}: expected whole numbers separated by commas, "
+                         "e.g. 0,1,2") from None
+    if not seeds:
+        raise NnlabError(f"--seeds {text!r}: no seed given (e.g. 0,1,2)")
+    for seed in seeds:
+        if not 0 <= seed <= SEED_MAX:
+            raise NnlabError(f"--seeds: {short(seed, 30)} is not a seed from 0 to {SEED_MAX:,}")
+    if len(set(seeds)) != len(seeds):
+        raise NnlabError(f"--seeds {text!r}: a seed given twice")
+    return seeds
 
 
 @app.command()

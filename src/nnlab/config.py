@@ -315,3 +315,60 @@ def check_choices(cfg: RunConfig, task_choices: dict[str, tuple[str, ...]] | Non
     for key, value in (("data.translate", cfg.data.translate), ("data.cutout", cfg.data.cutout)):
         if value < 0:
             raise NnlabError(f"{key}: must be 0 or more, got {value}")
+    check_ranges(cfg)
+
+
+SEED_MAX = 2**32 - 1  # numpy's and most libraries' seed range; runs derive other seeds from it
+INT_MAX = 2**31 - 1  # no count in a config is larger (and numpy/torch index types hold it)
+# key -> (lowest, highest) allowed, both inclusive; None: unbounded on that side
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "train.seed": (0, SEED_MAX), "data.split_seed": (0, SEED_MAX),
+    "train.epochs": (1, 1_000_000), "data.batch_size": (1, INT_MAX), "data.eval_batch_size": (1, INT_MAX),
+    "data.limit": (0, INT_MAX), "data.translate": (0, 1024), "data.cutout": (0, 1024),
+    "data.embedding_words": (0, INT_MAX), "data.min_count": (0, INT_MAX),
+    "data.max_word_chars": (1, 1024), "data.contextual_layers": (1, 64), "data.contextual_tune": (0, 64),
+    "data.contextual_lr": (1e-12, None), "data.teacher_pairs": (0, INT_MAX),
+    "data.entailment_weight": (0, None),
+    "optim.lr": (1e-12, None), "optim.momentum": (0, 1), "optim.weight_decay": (0, None),
+    "optim.eps": (0, 1), "optim.alpha": (0, 1), "optim.norm_lr_scale": (0, None),
+    "optim.muon_lr": (0, None), "optim.muon_momentum": (0, 1),
+    "schedule.warmup_epochs": (0, 1_000_000), "schedule.start_lr_ratio": (0, 1),
+    "schedule.step_size": (1, INT_MAX), "schedule.gamma": (0, 1), "schedule.final_lr_ratio": (0, 1),
+    "schedule.patience": (0, INT_MAX), "schedule.factor": (0, 1), "schedule.min_lr": (0, None),
+    "train.grad_clip": (0, None), "train.early_stop_patience": (0, INT_MAX), "train.threads": (0, 4096),
+    "train.log_every": (1, INT_MAX), "train.lookahead_start_epoch": (0, INT_MAX),
+    "train.lookahead_every": (1, INT_MAX), "train.lookahead_decay": (0, 1),
+}
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Every number of the config finite and in its range (`RANGES`): a huge seed, a negative
+    limit or a validation share past 1 is one line naming the key, before anything runs."""
+    import math
+
+    for section in ("data", "optim", "schedule", "train"):
+        for f in dataclasses.fields(getattr(cfg, section)):
+            key = f"{section}.{f.name}"
+            value = getattr(getattr(cfg, section), f.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            for v in numbers:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise NnlabError(f"{key}: must be a finite number, got {v}")
+            lo, hi = RANGES.get(key, (None, None))
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                bounds = f"from {_num(lo)} to {_num(hi)}" if lo is not None and hi is not None else (
+                    f"at least {_num(lo)}" if lo is not None else f"at most {_num(hi)}")
+                raise NnlabError(f"{key}: must be {bounds}, got {value}")
+    if cfg.optim.betas and not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise NnlabError(f"optim.betas: each must be in [0, 1), got {list(cfg.optim.betas)}")
+    val = cfg.data.val_size
+    if val >= 1 and not float(val).is_integer():
+        raise NnlabError(f"data.val_size: a share below 1 or a whole number of examples, got {val}")
+    if val > INT_MAX:
+        raise NnlabError(f"data.val_size: at most {INT_MAX:,} examples, got {val:g}")
+
+
+def _num(v: float) -> str:
+    return f"{v:,}" if isinstance(v, int) else f"{v:g}"

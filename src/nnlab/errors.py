@@ -14,3 +14,7 @@ def short(text: object, limit: int = 120) -> str:
     a file, a field, an exception's message) must not flood the terminal (a 50 MB line did)."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class TooLarge(NnlabError):
+    """A request over one of the server's size limits (HTTP 413): the client's mistake too."""

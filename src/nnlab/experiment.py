@@ -170,9 +170,14 @@ def load_model(run: RunDir, task: Task) -> torch.nn.Module:
         raise NnlabError(f"{run.path / 'config.json'}: task_info is incomplete ({e!r} missing "
                          "or wrong)") from None
     try:
-        model.load_state_dict(run.load_best())
+        weights = run.load_best()
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise NnlabError(f"{run.path}: weights do not fit the model in config.json ({e})") from None
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NnlabError(f"{run.path}: the best weights hold NaN or infinite values ({name}); "
+                             "the run diverged, and its predictions would be meaningless")
     runtime = task.runtime
     model.to(runtime.device, runtime.dtype).eval()
     if runtime.channels_last:

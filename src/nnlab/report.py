@@ -31,7 +31,7 @@ import nnlab
 from nnlab import tasks
 from nnlab.claims import Claim, lr_cuts, measure, scores_by_variant, seed_rows
 from nnlab.errors import NnlabError
-from nnlab.runs import RunDir, atomic_write, atomic_write_text, read_json
+from nnlab.runs import RunDir, atomic_write, atomic_write_texts, make_folder, read_json
 from nnlab.tasks import Task
 from nnlab.tasks.base import fmt
 
@@ -282,7 +282,7 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     task = tasks.get(views[0].summary["task"], f"{views[0].run.path / 'summary.json'}: task")
     metric, label = task.main_metric, task.label
     trained = [v for v in views if not v.baseline]
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)  # a file in the way, no permission: one line naming the folder
     overlay = out / "curves_all.png"
     if trained:
         _overlay(trained, metric, overlay, label)
@@ -325,7 +325,6 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
                    "</details>"]
         md.append("")
     md += ["## Reproducibility", "", *[f"- {_md(line)}" for line in repro], ""]
-    atomic_write_text(out / "report.md", "\n".join(md))
 
     body = [f"<h1>{html.escape(title)}</h1>", f"<p class=best>{html.escape(headline)}</p>",
             *[f"<p class=note>{html.escape(n)}</p>" for n in notes],
@@ -360,5 +359,5 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
             f"<meta name=viewport content=\"width=device-width,initial-scale=1\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")
-    atomic_write_text(out / "report.html", page)
+    atomic_write_texts({out / "report.md": "\n".join(md), out / "report.html": page})
     return out / "report.html"

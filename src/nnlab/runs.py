@@ -89,6 +89,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def atomic_write_texts(files: dict[Path, str]) -> None:
+    """Write several text files as one: each goes to a staged copy first, and only when all
+    are on disk do they replace their targets (a full disk leaves every old file as it was,
+    never a new report.md beside an old or missing report.html)."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, text in files.items():
+            stage = path.with_name(f".{path.name}.staged")
+            atomic_write_text(stage, text)
+            staged[path] = stage
+        for path, stage in staged.items():
+            os.replace(stage, path)
+    finally:
+        for stage in staged.values():
+            stage.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 

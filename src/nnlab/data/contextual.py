@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nnlab.data.cache import cache_dir, touch
+from nnlab.data.cache import kind_dir, touch
 from nnlab.errors import NnlabError
 from nnlab.models import minilm
 
@@ -63,7 +63,7 @@ def word_features(name: str, layers: int, sequences: list[list[str]], use_cache:
                   device: torch.device | None = None) -> list[torch.Tensor]:
     """(T, layers * H) fp16 features per token sequence, from the cache when there."""
     check_encoder(name)
-    path = cache_dir() / "contextual" / f"{cache_key(name, layers, sequences)}.safetensors"
+    path = kind_dir("contextual") / f"{cache_key(name, layers, sequences)}.safetensors"
     if use_cache and path.is_file():
         from safetensors.torch import load_file
 
@@ -167,7 +167,7 @@ def piece_states(name: str, tune: int, sequences: list[list[str]], use_cache: bo
     """Each sequence's pieces at the input of the encoder's top `tune` layers, from the
     cache when there (keyed like `word_features`)."""
     check_encoder(name)
-    path = cache_dir() / "contextual" / f"{cache_key(name, tune, sequences, 'pieces')}.safetensors"
+    path = kind_dir("contextual") / f"{cache_key(name, tune, sequences, 'pieces')}.safetensors"
     if use_cache and path.is_file():
         from safetensors.torch import load_file
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnlab.data.cache import cache_dir
+from nnlab.data.cache import kind_dir
 from nnlab.errors import NnlabError
 
 
@@ -32,7 +32,7 @@ ARCHIVES = {
 
 
 def downloaded_path(name: str) -> Path:
-    return cache_dir() / "downloads" / ARCHIVES[name].filename
+    return kind_dir("downloads") / ARCHIVES[name].filename
 
 
 def sha256_of(path: Path) -> str:

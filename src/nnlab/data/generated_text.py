@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from nnlab.data.cache import cache_dir
+from nnlab.data.cache import kind_dir
 from nnlab.runs import atomic_write_text
 
 VERSION = "v2"
@@ -192,9 +192,18 @@ WRITERS = {"keyphrase": _write_keyphrase, "similarity": _write_pairs}
 
 def generated_text_folder(task: str) -> Path:
     """The folder of the task's generated files, written on first use (deterministic content)."""
-    folder = cache_dir() / "generated" / f"{task}-{VERSION}"
+    folder = kind_dir("generated") / f"{task}-{VERSION}"
     if not (folder / ".complete").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         WRITERS[task](folder)
         atomic_write_text(folder / ".complete", VERSION + "\n")
     return folder
+
+
+def rebuilt_if_generated(path: str, task: str) -> str | None:
+    """The task's generated folder, written anew, when `path` is one that was cleaned away
+    (`nnlab cache clean`: every entry is rebuilt when missing); None for any other path."""
+    folder = Path(path)
+    if folder.exists() or folder.parent.name != "generated" or folder.name != f"{task}-{VERSION}":
+        return None
+    return str(generated_text_folder(task))

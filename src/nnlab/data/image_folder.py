@@ -28,6 +28,17 @@ GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
+def image_size(data: bytes, where: str) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone: nothing is decoded, so a
+    server can refuse a small file of many pixels before it costs memory."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.width, img.height
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError
+            ) as e:
+        raise NnlabError(f"{where}: not a readable image ({short(e)})") from None
+
+
 def decode_image(data: bytes, where: str) -> np.ndarray:
     """Bytes of one image file -> (H, W) uint8 for grayscale, (H, W, 3) uint8 for colour."""
     try:

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nnlab.data import cifar, generated, image_folder
-from nnlab.data.cache import cache_dir, touch
+from nnlab.data.cache import kind_dir, touch
 from nnlab.data.files import FileTree
 
 LOADER_VERSION = "1"
@@ -62,7 +62,7 @@ def load_images(path: str, use_cache: bool = True) -> ImageSource:
                            format="generated", fingerprint=generated.FINGERPRINT, path=GENERATED)
     tree = FileTree(path)
     key = f"{tree.fingerprint()[:32]}-v{LOADER_VERSION}"
-    cached = cache_dir() / "images" / f"{key}.safetensors"
+    cached = kind_dir("images") / f"{key}.safetensors"
     if use_cache and cached.is_file():
         source = _read_cache(cached, path)
         if source is not None:

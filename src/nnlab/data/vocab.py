@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from nnlab.errors import NnlabError
+
 PAD, UNK = "<pad>", "<unk>"
 
 
@@ -55,5 +57,17 @@ class Vocab:
         return {"items": self.items, "lowercase": self.lowercase, "trained": self.trained}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> Vocab:
-        return cls(list(raw["items"]), bool(raw["lowercase"]), int(raw.get("trained", 0)))
+    def from_dict(cls, raw: dict, where: str = "config.json: vocabulary") -> Vocab:
+        """A saved vocabulary, checked: a hand-edited or damaged run config is one line, not
+        a TypeError deep in tokenising (items must be strings, flags of their own types)."""
+        items = raw.get("items") if isinstance(raw, dict) else None
+        if not isinstance(items, list) or len(items) < 2 or not all(isinstance(x, str) for x in items):
+            bad = next((x for x in items if not isinstance(x, str)), None) if isinstance(items, list) \
+                else items
+            raise NnlabError(f"{where}: items must be a list of at least 2 strings (found {bad!r:.60})")
+        lowercase, trained = raw.get("lowercase"), raw.get("trained", 0)
+        if not isinstance(lowercase, bool) or isinstance(trained, bool) or not isinstance(trained, int) \
+                or not 0 <= trained <= len(items):
+            raise NnlabError(f"{where}: lowercase must be true/false and trained a count up to "
+                             f"{len(items)} (found {lowercase!r:.20}, {trained!r:.20})")
+        return cls(list(items), lowercase, trained)

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from nnlab.errors import NnlabError
-from nnlab.runs import atomic_write, atomic_write_text
+from nnlab.runs import atomic_write, atomic_write_text, make_folder
 from nnlab.tasks import Task
 
 OPSET = 17
@@ -43,26 +44,84 @@ def _onnxruntime():
     return onnxruntime
 
 
-def export_run(path: str | Path, out: str | Path, fmt: str = "onnx") -> dict[str, Any]:
+def export_run(path: str | Path, out: str | Path, fmt: str = "onnx", force: bool = False
+               ) -> dict[str, Any]:
     """Export a run's best weights; returns what was written and the parity check."""
     from nnlab.experiment import load_model, open_run
 
     if fmt != "onnx":
         raise NnlabError(f"--format {fmt}: unknown (onnx)")
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise NnlabError(f"--out {out}: give a file name ending in .onnx")
+    out = check_out(out)
     _onnxruntime()
     run, cfg, task = open_run(path, "cpu")
     task.cfg.train.precision = "fp32"
     model = load_model(run, task).float().eval()
-    return export_model(task, model, out) | {"run": str(run.path), "model": cfg.model.name}
+    return export_model(task, model, out, force) | {"run": str(run.path), "model": cfg.model.name}
 
 
-def export_model(task: Task, model: nn.Module, out: Path) -> dict[str, Any]:
-    """Write `out` (the graph), `out`.json (meta) and the files the task ships beside them."""
+# the longest name written beside FILE.onnx, plus atomic_write's temporary-name padding
+LONGEST_SUFFIX = len(".tokenizer.json") + len("..12345678.tmp")
+SYSTEM_FOLDERS = ("/dev", "/proc", "/sys")  # virtual file systems: never a place for files
+
+
+def check_out(out: str | Path) -> Path:
+    """`--out` as a path export may write: FILE.onnx, a name the file system takes with every
+    suffix written beside it, in an ordinary folder (not /dev, /proc, /sys)."""
+    out = Path(out)
+    if out.suffix != ".onnx" or out.name == ".onnx":
+        raise NnlabError(f"--out {out}: give a file name ending in .onnx")
+    folder = out.parent.resolve()
+    if any(folder == Path(s) or Path(s) in folder.parents for s in SYSTEM_FOLDERS):
+        raise NnlabError(f"--out {out}: {folder} is a system folder, not a place for files")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    size = len(out.stem.encode("utf-8", "surrogateescape")) + LONGEST_SUFFIX
+    if size > name_max:
+        raise NnlabError(f"--out {out.name[:60]}...: file name too long for the file system "
+                         f"({size - LONGEST_SUFFIX} bytes before .onnx; at most "
+                         f"{name_max - LONGEST_SUFFIX})")
+    if out.exists() and out.is_dir():
+        raise NnlabError(f"--out {out}: a folder; give a file name ending in .onnx")
+    return out
+
+
+def _is_earlier_export(path: Path, out: Path) -> bool:
+    """Whether `path` (beside `out`) is a regular file that an export to `out` wrote: out's
+    meta (FILE.json) names the graph, so a run folder's config.json never passes."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        meta = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("onnx"), dict) and \
+        meta["onnx"].get("file") == out.name
+
+
+def check_clobber(paths: list[Path], out: Path, force: bool) -> None:
+    """Refuse to replace any existing file, unless `force`; even then only the files of an
+    earlier export to the same name (never a run folder's config, weights or metrics)."""
+    for path in paths:
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if not force:
+            raise NnlabError(f"{path}: exists; export writes no file over another (--force "
+                             "replaces an earlier export of the same name)")
+        if not _is_earlier_export(path, out):
+            raise NnlabError(f"{path}: exists and is not a file of an earlier export to {out.name}; "
+                             "not replaced, even with --force")
+
+
+def export_model(task: Task, model: nn.Module, out: Path, force: bool = False) -> dict[str, Any]:
+    """Write `out` (the graph), `out`.json (meta) and the files the task ships beside them;
+    refuse (before any work) when one of them exists (see `check_clobber`)."""
     ort = _onnxruntime()
     spec = task.export_spec(model.eval())
+    check_clobber([out, out.with_suffix(".json"), *(out.with_name(out.stem + s) for s in spec.extras)],
+                  out, force)
     spec.module.eval()  # a wrapper starts in training mode, and export restores the mode it found
     example = spec.inputs(3, torch.Generator().manual_seed(0))
     names = list(example)
@@ -74,7 +133,10 @@ def export_model(task: Task, model: nn.Module, out: Path) -> dict[str, Any]:
                               input_names=names, output_names=spec.outputs,
                               dynamic_axes=spec.dynamic_axes, opset_version=OPSET)
 
-    graph_tmp = out.with_name(out.name + ".check")
+    make_folder(out.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    graph_tmp = Path(name)  # a name of its own: no other file is touched until all is checked
     try:
         atomic_write(graph_tmp, write_graph)
         session = ort.InferenceSession(str(graph_tmp), providers=["CPUExecutionProvider"])
@@ -93,12 +155,15 @@ def export_model(task: Task, model: nn.Module, out: Path) -> dict[str, Any]:
         "parity": parity,
     }
     files = [out, out.with_suffix(".json")]
-    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, allow_nan=False) + "\n")
-    for suffix, source in spec.extras.items():
-        extra = out.with_name(out.stem + suffix)
-        atomic_write(extra, lambda tmp, source=source: shutil.copyfile(source, tmp))
-        files.append(extra)
-    graph_tmp.replace(out)  # last: a graph on disk always has its meta beside it
+    try:
+        atomic_write_text(out.with_suffix(".json"), json.dumps(meta, allow_nan=False) + "\n")
+        for suffix, source in spec.extras.items():
+            extra = out.with_name(out.stem + suffix)
+            atomic_write(extra, lambda tmp, source=source: shutil.copyfile(source, tmp))
+            files.append(extra)
+        graph_tmp.replace(out)  # last: a graph on disk always has its meta beside it
+    finally:
+        graph_tmp.unlink(missing_ok=True)
     return {"files": [str(f) for f in files], "parity": parity}
 
 

@@ -1,17 +1,27 @@
 """The HTTP API and the try-it page of `nnlab serve`, for any task (each run's task reads its
 requests and makes its predictions; nothing here knows one task from another).
 
-    GET  /healthz                      liveness, and how many models are loaded
+    GET  /healthz                      liveness, and how many models are loaded (never guarded)
     GET  /v1/models                    each model: task, outputs (classes, tags, score range),
                                        validation metric, request format, requests and batches
     POST /v1/models/{name}/predict     the same JSON as `nnlab predict --json`
-    GET  /                             a page to try each model (no external assets)
-    GET  /docs                         OpenAPI (FastAPI's)
+    GET  /                             a page to try each model (no external assets; it reads the
+                                       models from /v1/models, so it holds no data itself)
+    GET  /openapi.json                 the API's OpenAPI description (FastAPI's)
+    GET  /docs                         a pointer to /openapi.json (Swagger UI needs a CDN)
 
-Every client mistake is a 4xx answer with a JSON body {"error": "..."}: malformed JSON, a
-file that is not an image or is a decompression bomb, a body over the size cap, an empty or
-over-long text, an unknown model, another task's input. With a token, /v1 needs the header
-`Authorization: Bearer TOKEN`.
+Every client mistake is a 4xx answer with a JSON body {"error": "..."}: malformed JSON, JSON
+nested deeper than `max_depth`, a lone UTF-16 surrogate, a body over the size cap, a content
+type other than JSON (or a multipart form for images), a file that is not an image, an image
+or a request over the pixel limits, an empty or over-long text, a request over the word limit,
+an unknown model, another task's input. A fault of the server is a 500 with a JSON body and no
+traceback at the client.
+
+Guards, before any route runs: a request whose Host header is not the bound address (or an
+`allowed_hosts` name) gets 400, which stops DNS rebinding against a tokenless loopback server;
+with a token every route but /healthz and the page's empty shell needs `Authorization: Bearer
+TOKEN`; JSON routes take only `application/json`, so a web page cannot post to a tokenless
+server without a CORS preflight (`text/plain` needs none).
 """
 
 from __future__ import annotations
@@ -32,19 +42,23 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import nnlab
-from nnlab.errors import NnlabError, short
+from nnlab.errors import NnlabError, TooLarge, short
 from nnlab.serve.batcher import Batcher
-from nnlab.tasks import PredictOptions, Task
+from nnlab.tasks import PredictOptions, RequestLimits, Task
 
 PAGE = Path(__file__).with_name("page.html")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+OPEN_PATHS = {"/healthz", "/"}  # with a token: liveness, and the page's shell (it holds no data)
 
 
 @dataclass
-class Limits:
+class Limits(RequestLimits):
+    """The server's limits: a request's size and cost (`RequestLimits`), and batching."""
+
     max_body: int = 20 << 20  # bytes of a request body
-    max_chars: int = 20_000  # characters of one text
     max_inputs: int = 64  # images, texts or pairs in one request
-    max_batch: int = 32  # inputs per forward pass
+    max_depth: int = 32  # nesting of a JSON body (a deeper one is malformed, not a request)
+    max_batch: int = 32  # inputs per forward pass; a larger request is split over several
     wait: float = 0.005  # seconds a batch waits for more requests
     top_k: int = 3  # classes per image
 
@@ -69,19 +83,50 @@ class Served:
                 "requests": self.batcher.requests, "batches": self.batcher.batches}
 
 
-class BodyLimit:
-    """Refuse a body over `limit` bytes with 413, whether or not it says its length."""
+async def _send_error(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port: 'a.b:80' -> 'a.b', '[::1]:80' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class Guard:
+    """Before any route: the Host header (400), the token (401), the body's size (413).
+
+    The Host check stops DNS rebinding: a web page of another site whose name was re-pointed
+    at 127.0.0.1 reaches the server with its own name in Host. The body is counted as it
+    arrives, whether or not the client said its length."""
+
+    def __init__(self, app: ASGIApp, limit: int, hosts: set[str], token: str | None):
+        self.app, self.limit, self.hosts, self.token = app, limit, hosts, token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        host = host_name(headers.get(b"host", b"").decode("latin-1"))
+        if host not in self.hosts:
+            await _send_error(send, 400, f"Host {short(host, 80)!r} is not served here (allowed: "
+                              f"{', '.join(sorted(self.hosts))}; see --allowed-host)")
+            return
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get(b"authorization", b"")
+            if not secrets.compare_digest(given, f"Bearer {self.token}".encode()):
+                await _send_error(send, 401, "missing or wrong token (send `Authorization: Bearer TOKEN`)")
+                return
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _too_large(send, self.limit)
+            await _send_error(send, 413, f"request body over the server's limit of {self.limit:,} bytes")
             return
         seen = 0
 
@@ -96,26 +141,24 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"error": f"request body over the server's limit of {limit:,} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def create_app(served: list[Served], limits: Limits, token: str | None = None) -> FastAPI:
+def create_app(served: list[Served], limits: Limits, token: str | None = None,
+               allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_NAMES) -> FastAPI:
+    """The server's app. `allowed_hosts`: the names a client may use in its Host header (the
+    bound address and loopback names by default)."""
+    if token is not None and not token.strip():
+        raise NnlabError("--token: empty or only whitespace; give a real secret")
     by_name = {s.name: s for s in served}
-    app = FastAPI(title="nnlab", version=nnlab.__version__,
+    app = FastAPI(title="nnlab", version=nnlab.__version__, docs_url=None, redoc_url=None,
                   description="Trained nnlab runs: `POST /v1/models/{name}/predict`.")
-    app.add_middleware(BodyLimit, limit=limits.max_body)
+    app.add_middleware(Guard, limit=limits.max_body, hosts={host_name(h) for h in allowed_hosts},
+                       token=token)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": short(message, 1000)}, status_code=status)
 
     @app.exception_handler(NnlabError)
     async def user_mistake(_request: Request, e: NnlabError) -> JSONResponse:
-        return error(400, str(e))
+        return error(413 if isinstance(e, TooLarge) else 400, str(e))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, e: HTTPException) -> JSONResponse:
@@ -125,47 +168,75 @@ def create_app(served: list[Served], limits: Limits, token: str | None = None) -
     async def invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
         return error(422, "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
 
-    def check_token(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "missing or wrong token (send `Authorization: Bearer TOKEN`)")
+    @app.exception_handler(Exception)
+    async def fault(_request: Request, e: Exception) -> JSONResponse:
+        # a bug or a broken model, not the client's doing: a JSON 500, the traceback in the log
+        return error(500, f"internal error ({type(e).__name__}); the server log has the details")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": len(served)}
 
     @app.get("/v1/models")
-    async def list_models(request: Request) -> list[dict[str, Any]]:
-        check_token(request)
+    async def list_models() -> list[dict[str, Any]]:
         return [s.describe() for s in served]
 
     @app.post("/v1/models/{name}/predict")
     async def predict(name: str, request: Request) -> JSONResponse:
-        check_token(request)
         model = by_name.get(name)
         if model is None:
-            raise HTTPException(404, f"no model {name!r} (models: {', '.join(by_name)})")
+            raise HTTPException(404, f"no model {short(name, 80)!r} (models: {', '.join(by_name)})")
         body, files = await _read_request(request, limits)
-        inputs = await run_in_threadpool(model.task.request_inputs, body, files, limits.max_chars)
+        inputs = await run_in_threadpool(model.task.request_inputs, body, files, limits)
         if len(inputs) > limits.max_inputs:
-            raise NnlabError(f"{len(inputs)} inputs in one request, more than the server's limit of "
-                             f"{limits.max_inputs}")
+            raise TooLarge(f"{len(inputs)} inputs in one request, more than the server's limit of "
+                           f"{limits.max_inputs}")
         return JSONResponse(await model.batcher.submit(inputs))
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
-        config = json.dumps({"models": [s.describe() for s in served], "token": token is not None})
-        html = PAGE.read_text().replace("__CONFIG__", config.replace("<", "\\u003c"))
-        return HTMLResponse(html)
+        config = json.dumps({"token": token is not None})
+        return HTMLResponse(PAGE.read_text().replace("__CONFIG__", config))
+
+    @app.get("/docs", response_class=HTMLResponse)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse('<!doctype html><meta charset="utf-8"><title>nnlab API</title>'
+                            '<p>The API is described at <a href="openapi.json">/openapi.json</a> '
+                            "(OpenAPI 3; Swagger UI is not served: it loads from a CDN).</p>")
 
     return app
 
 
+def check_json(value: Any, max_depth: int) -> None:
+    """Refuse what would break later: nesting past `max_depth`, and strings with a lone UTF-16
+    surrogate (valid JSON escapes, but no text: encoding the answer would fail)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise NnlabError(f"a string holds a lone UTF-16 surrogate at character {e.start} "
+                                 "(not text)") from None
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise NnlabError(f"JSON nested deeper than {max_depth} levels")
+            children = list(item.items()) if isinstance(item, dict) else item
+            for child in children:
+                stack.extend((c, depth + 1) for c in (child if isinstance(item, dict) else (child,)))
+
+
+def _not_json(name: str) -> Any:
+    """Python's json reads NaN and Infinity, which JSON does not have: refuse them."""
+    raise ValueError(f"{name} is not JSON")
+
+
 async def _read_request(request: Request, limits: Limits) -> tuple[Any, list[tuple[str, bytes]]]:
-    """(JSON body, uploaded files): a multipart form's `file` fields, or a JSON body."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    """(JSON body, uploaded files): a multipart form's `file` fields, or a JSON body; any other
+    content type is 415."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
         try:
             form = await request.form(max_files=limits.max_inputs, max_fields=limits.max_inputs)
         except HTTPException:
@@ -174,21 +245,32 @@ async def _read_request(request: Request, limits: Limits) -> tuple[Any, list[tup
             raise NnlabError(f"unreadable multipart body ({short(e, 200)})") from None
         files = [(value.filename or "upload", await value.read())
                  for key, value in form.multi_items() if key == "file" and isinstance(value, UploadFile)]
+        if len(files) > limits.max_inputs:
+            raise TooLarge(f"{len(files)} files in one request, more than the server's limit of "
+                           f"{limits.max_inputs}")
+        check_json([name for name, _ in files], 2)
         return None, files
+    if kind != "application/json":
+        raise HTTPException(415, f"content type {short(kind, 60) or '(none)'!r}: send application/json "
+                                 "(or multipart/form-data files for images)")
     raw = await request.body()
     try:
-        return json.loads(raw), []
+        body = json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        raise NnlabError(f"JSON nested deeper than {limits.max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise NnlabError(f"the body is not valid JSON ({short(e, 200)})") from None
+    check_json(body, limits.max_depth)
+    return body, []
 
 
 def load_served(specs: list[str], device: str, limits: Limits) -> list[Served]:
-    """Each `RUN_DIR` or `NAME=RUN_DIR` loaded, with a batcher on one shared worker thread
-    (the model's own ops use torch's threads)."""
+    """Each `RUN_DIR` or `NAME=RUN_DIR` loaded, with a batcher on a worker thread of its own
+    (so one model's long batch never queues another model's requests; the model's ops use
+    torch's threads)."""
     from nnlab.experiment import load_model, open_run
     from nnlab.runs import read_json
 
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnlab-model")
     served, names = [], set()
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
@@ -205,6 +287,7 @@ def load_served(specs: list[str], device: str, limits: Limits) -> list[Served]:
                     options: PredictOptions = options) -> list[Any]:
             return task.predict(model, inputs, options)
 
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nnlab-{len(served)}")
         served.append(Served(name, str(run.path), task, model, summary,
                              Batcher(predict, executor, limits.max_batch, limits.wait)))
     return served

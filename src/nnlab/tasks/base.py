@@ -78,6 +78,18 @@ class PredictOptions:
 
 
 @dataclass
+class RequestLimits:
+    """What one served request may cost, checked by `Task.request_inputs` before any model runs
+    (`nnlab serve --max-chars/--max-words/--max-image-pixels/--max-request-pixels`): a request
+    inside the body cap can still ask for minutes of compute and gigabytes of memory."""
+
+    max_chars: int = 20_000  # characters of one text
+    max_words: int = 10_000  # words (tokens) across all of one request's texts
+    max_pixels: int = 16_000_000  # pixels of one image, read from its header before decoding
+    max_request_pixels: int = 64_000_000  # pixels across one request's images
+
+
+@dataclass
 class ExportSpec:
     """How a task's model goes into an ONNX graph (`nnlab export`)."""
 
@@ -270,9 +282,11 @@ class Task:
         """What a client of the served model should know of its outputs (classes, tags...)."""
         return {}
 
-    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int) -> list[Any]:
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
+                       ) -> list[Any]:
         """A served request's inputs (its JSON body or uploaded files), checked as strictly as
-        `read_inputs` checks command-line arguments (NnlabError: the client's mistake)."""
+        `read_inputs` checks command-line arguments and bounded by `limits` (NnlabError: the
+        client's mistake)."""
         raise NotImplementedError
 
     @classmethod

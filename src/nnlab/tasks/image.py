@@ -19,7 +19,7 @@ from torch import nn
 from nnlab import distributed, models
 from nnlab.config import DataConfig, RunConfig
 from nnlab.data.augment import augment, cutout
-from nnlab.data.image_folder import decode_image
+from nnlab.data.image_folder import decode_image, image_size
 from nnlab.data.images import (
     GENERATED,
     ImageData,
@@ -30,7 +30,7 @@ from nnlab.data.images import (
 from nnlab.data.split import holdout
 from nnlab.device import Runtime
 from nnlab.distributed import shard
-from nnlab.errors import NnlabError
+from nnlab.errors import NnlabError, TooLarge
 from nnlab.metrics import classification_report, confusion_matrix
 from nnlab.models.layers import upcast
 from nnlab.models.summary import layer_table
@@ -38,6 +38,7 @@ from nnlab.tasks.base import (
     DataInitialised,
     ExportSpec,
     PredictOptions,
+    RequestLimits,
     Section,
     StepOutput,
     Task,
@@ -265,25 +266,39 @@ class ImageTask(Task):
     def public_info(self) -> dict[str, Any]:
         return {"classes": self._info["classes"]}
 
-    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
                        ) -> list[tuple[str, np.ndarray]]:
+        """Uploaded images, sized from their headers against the limits before any is decoded,
+        then decoded and shrunk to the run's size one at a time (a request holds at most one
+        full-size image in memory)."""
         if not files:
             raise NnlabError("send the images as multipart/form-data `file` fields")
-        return [(name, decode_image(data, name)) for name, data in files]
+        total = 0
+        for name, data in files:
+            w, h = image_size(data, name)
+            if w * h > limits.max_pixels:
+                raise TooLarge(f"{name}: {w}x{h} = {w * h:,} pixels, more than the server's limit of "
+                               f"{limits.max_pixels:,} per image")
+            total += w * h
+            if total > limits.max_request_pixels:
+                raise TooLarge(f"{total:,}+ pixels in one request, more than the server's limit of "
+                               f"{limits.max_request_pixels:,}; send fewer or smaller images")
+        return [(name, self._fit(decode_image(data, name))) for name, data in files]
+
+    def _fit(self, array: np.ndarray) -> np.ndarray:
+        """(H', W'[, C']) uint8 of any size and mode -> (H, W, C) uint8 of the run's."""
+        from PIL import Image
+
+        c, h, w = self._info["image_shape"]
+        img = Image.fromarray(array).convert("L" if c == 1 else "RGB")
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.Resampling.BILINEAR)
+        return np.array(img, dtype=np.uint8).reshape(h, w, c)  # a writable copy (torch.from_numpy)
 
     def predict(self, model: nn.Module, inputs: list[tuple[str, np.ndarray]],
                 options: PredictOptions) -> list[dict[str, Any]]:
         """Top-k classes with probabilities per image (any size: resized to the run's)."""
-        from PIL import Image
-
-        c, h, w = self._info["image_shape"]
-        batch = []
-        for _file, array in inputs:
-            img = Image.fromarray(array).convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-            x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            batch.append(x.view(h, w, c).permute(2, 0, 1))
+        batch = [torch.from_numpy(self._fit(array)).permute(2, 0, 1) for _file, array in inputs]
         x = torch.stack(batch).to(self.runtime.device, self.runtime.dtype).div_(255)  # (N, C, H, W)
         with eval_mode(model), self.runtime.autocast():
             probs = tta_logits(model, self._layout(x), self.cfg.data.tta).float().softmax(dim=1)  # (N, K)

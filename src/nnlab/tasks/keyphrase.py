@@ -40,6 +40,7 @@ from nnlab.models import minilm
 from nnlab.tasks.base import (
     ExportSpec,
     PredictOptions,
+    RequestLimits,
     Section,
     Source,
     StepOutput,
@@ -53,6 +54,7 @@ from nnlab.tasks.registry import register_task
 from nnlab.tasks.text import (
     TextTask,
     build_vocab,
+    check_request_texts,
     embeddings_info,
     load_pretrained,
     load_text_source,
@@ -392,16 +394,15 @@ class KeyphraseTask(TextTask):
     def public_info(self) -> dict[str, Any]:
         return {"types": self._info["types"], "tags": self._info["tags"]}
 
-    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int) -> list[str]:
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
+                       ) -> list[str]:
         texts = body.get("texts") if isinstance(body, dict) else None
         if files or not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise NnlabError('send JSON {"texts": ["a text", ...]}')
         for i, text in enumerate(texts, start=1):
             if not text.strip():
                 raise NnlabError(f"text {i}: empty; nothing to extract keyphrases from")
-            if len(text) > max_chars:
-                raise NnlabError(f"text {i}: {len(text):,} characters, more than the server's "
-                                 f"limit of {max_chars:,}")
+        check_request_texts(texts, limits)
         return texts
 
     def predict(self, model: nn.Module, texts: list[str], options: PredictOptions) -> list[dict]:

@@ -27,13 +27,23 @@ from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import correlations
 from nnlab.models import minilm
-from nnlab.tasks.base import ExportSpec, PredictOptions, Source, StepOutput, eval_mode, first, shared
+from nnlab.tasks.base import (
+    ExportSpec,
+    PredictOptions,
+    RequestLimits,
+    Source,
+    StepOutput,
+    eval_mode,
+    first,
+    shared,
+)
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
 from nnlab.tasks.similarity_teacher import teacher_pairs
 from nnlab.tasks.text import (
     TextTask,
     build_vocab,
+    check_request_texts,
     embeddings_info,
     load_pretrained,
     load_text_source,
@@ -293,16 +303,17 @@ class SimilarityTask(TextTask):
     def public_info(self) -> dict[str, Any]:
         return {"score_range": self._info["score_range"]}
 
-    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], max_chars: int
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
                        ) -> list[tuple[str, str]]:
         pairs = body.get("pairs") if isinstance(body, dict) else None
         if files or not isinstance(pairs, list) or not pairs or not all(
                 isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p) for p in pairs):
             raise NnlabError('send JSON {"pairs": [["a sentence", "another"], ...]}')
         for i, pair in enumerate(pairs, start=1):
-            if any(len(t) > max_chars for t in pair):
+            if any(len(t) > limits.max_chars for t in pair):
                 raise NnlabError(f"pair {i}: a sentence longer than the server's limit of "
-                                 f"{max_chars:,} characters")
+                                 f"{limits.max_chars:,} characters")
+        check_request_texts([t for pair in pairs for t in pair], limits, "sentence")
         return [(a, b) for a, b in pairs]
 
     def predict(self, model: nn.Module, pairs: list[tuple[str, str]], options: PredictOptions

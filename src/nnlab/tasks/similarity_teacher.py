@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from nnlab.data.cache import cache_dir, touch
+from nnlab.data.cache import kind_dir, touch
 from nnlab.data.pair_augment import extra_pairs
 from nnlab.data.pairs import PairData
 from nnlab.errors import NnlabError
@@ -62,7 +62,7 @@ def _scores(run: str, train: PairData, pairs: PairData, device: str) -> tuple[to
     weights = hashlib.sha256((folder.path / BEST).read_bytes()).hexdigest()[:16] \
         if (folder.path / BEST).is_file() else "none"
     key = hashlib.sha256(json.dumps([weights, pairs.texts]).encode()).hexdigest()[:24]
-    file = cache_dir() / "teacher" / f"{key}.pt"
+    file = kind_dir("teacher") / f"{key}.pt"
     scores = _read(file, len(pairs))
     if scores is None:
         model = load_model(folder, task)  # a run without weights: one line from load_best

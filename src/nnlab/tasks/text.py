@@ -11,13 +11,15 @@ from typing import Any, Protocol, TypeVar
 
 from torch import nn
 
-from nnlab.config import DataConfig
+from nnlab.config import DataConfig, RunConfig
 from nnlab.data.embeddings import WordVectors, embedding_matrix, load_vectors
-from nnlab.data.generated_text import generated_text_folder
+from nnlab.data.generated_text import generated_text_folder, rebuilt_if_generated
+from nnlab.data.tokenize import count_tokens
 from nnlab.data.vocab import Vocab
+from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.models.embedding import WordEmbedding
-from nnlab.tasks.base import Source, Task, check_split
+from nnlab.tasks.base import RequestLimits, Source, Task, check_split
 
 E = TypeVar("E")
 
@@ -63,6 +65,15 @@ class TextTask(Task):
     def generated_data(cls) -> str:
         return str(generated_text_folder(cls.name))
 
+    @classmethod
+    def for_run(cls, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]) -> TextTask:
+        """A saved run's task, its vocabularies checked first (a hand-edited config.json with
+        numbers among the words is one line, not a TypeError while tokenising)."""
+        for key in ("vocab", "chars"):
+            if key in info:
+                Vocab.from_dict(info[key], f"config.json: task_info.{key}")
+        return super().for_run(cfg, runtime, info)  # type: ignore[return-value]
+
     def read_file(self, path: Path) -> Any:
         """One labelled file in the task's format."""
         raise NotImplementedError
@@ -74,6 +85,8 @@ class TextTask(Task):
         if data is not None and Path(data).is_file():
             return self.read_file(Path(data)), str(Path(data).resolve())
         where = data or self._info["data"]["path"]
+        if data is None:  # the run's generated data, removed by `nnlab cache clean`: rebuilt
+            where = rebuilt_if_generated(where, self.name) or where
         if not Path(where).exists():
             raise NnlabError(f"{where}: the run's data is gone; pass --data FILE")
         source = self.load_source(where)
@@ -146,6 +159,21 @@ def load_pretrained(model: nn.Module, vectors: WordVectors | None, info: dict[st
     info["embeddings"]["found"] = found
     words.load(matrix)
     words.weight.requires_grad_(not d.freeze_embeddings)
+
+
+def check_request_texts(texts: list[str], limits: RequestLimits, what: str = "text") -> None:
+    """A served request's texts within the server's limits (characters of each, words across
+    all): checked before any model runs, since a request inside the body cap can still hold a
+    million words."""
+    total = 0
+    for i, text in enumerate(texts, start=1):
+        if len(text) > limits.max_chars:
+            raise NnlabError(f"{what} {i}: {len(text):,} characters, more than the server's limit of "
+                             f"{limits.max_chars:,}")
+        total += count_tokens(text)
+        if total > limits.max_words:
+            raise NnlabError(f"{total:,}+ words in one request, more than the server's limit of "
+                             f"{limits.max_words:,}; send fewer or shorter texts")
 
 
 def read_texts(inputs: list[str], files: bool) -> list[str]:
