@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,40 @@ def test_export_through_the_cli(tmp_path, run_cli):
     r = run_cli("export", tmp_path / "nothing", "--out", tmp_path / "z.onnx")
     assert r.code == 2 and "nothing" in r.err
     assert not (tmp_path / "z.onnx").exists() and not (tmp_path / "y.onnx").exists()
+
+
+def test_export_never_clobbers(tmp_path, run_cli):
+    """An existing output is refused (each one named); --force replaces an earlier export's
+    files but never a run folder's own; system folders and over-long names are one line."""
+    run = tmp_path / "run"
+    r = run_cli("train", "similarity", "--model", "lstm", "--data", "generated", "--epochs", "1",
+                "--set", "data.limit=40", "--out", run, "--quiet")
+    assert r.code == 0, r.err
+    config = (run / "config.json").read_bytes()
+    for force in ([], ["--force"]):
+        r = run_cli("export", run, "--out", run / "config.onnx", *force)
+        assert r.code == 2 and "config.json" in r.err and "Traceback" not in r.err, r.err
+        assert (run / "config.json").read_bytes() == config and not (run / "config.onnx").exists()
+
+    assert run_cli("export", run, "--out", tmp_path / "m.onnx").code == 0
+    graph = (tmp_path / "m.onnx").stat().st_mtime_ns
+    r = run_cli("export", run, "--out", tmp_path / "m.onnx")
+    assert r.code == 2 and "exists" in r.err and "--force" in r.err
+    assert (tmp_path / "m.onnx").stat().st_mtime_ns == graph
+    r = run_cli("export", run, "--out", tmp_path / "m.onnx", "--force")
+    assert r.code == 0, r.err
+
+    (tmp_path / "notes.json").write_text("my notes")  # a user's file beside a new graph's name
+    for force in ([], ["--force"]):
+        r = run_cli("export", run, "--out", tmp_path / "notes.onnx", *force)
+        assert r.code == 2 and "notes.json" in r.err
+    assert (tmp_path / "notes.json").read_text() == "my notes" and not (tmp_path / "notes.onnx").exists()
+
+    for out, words in ((Path("/dev/full.onnx"), "system folder"), (Path("/proc/x.onnx"), "system folder"),
+                       (tmp_path / ("n" * 300 + ".onnx"), "too long"), (tmp_path / ".onnx", ".onnx"),
+                       (tmp_path, ".onnx")):
+        r = run_cli("export", run, "--out", out)
+        assert r.code == 2 and words in r.err and "Traceback" not in r.err, (out, r.err)
+        assert len(r.err.strip().splitlines()) == 1
+    assert not Path("/dev/full.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "m.json", "m.onnx", "notes.json", "run"]

@@ -232,14 +232,18 @@ def list_models(
         c, h, w = (int(v) for v in input_shape.split(","))
     except ValueError:
         raise NnlabError(f"--input-shape {short(input_shape, 40)}: expected C,H,W") from None
-    if not (1 <= c <= 4 and 1 <= h <= 1024 and 1 <= w <= 1024):
-        raise NnlabError(f"--input-shape {input_shape}: channels 1-4, height and width 1-1024")
+    if not (1 <= c <= 4 and 1 <= h <= 512 and 1 <= w <= 512):
+        raise NnlabError(f"--input-shape {input_shape}: channels 1-4, height and width 1-512")
     kind = tasks.get(entry.task)
     cfg = RunConfig(task=kind.name)
     cfg.model.name = name
     task = kind.for_run(cfg, make_runtime(cfg.train), kind.example_info((c, h, w), classes))
     net = task.build_model()
-    header, rows = task.model_table(net)
+    try:
+        header, rows = task.model_table(net)  # runs an example through the model
+    except RuntimeError as e:  # a shape the layers cannot take (a 4x4 image through 5 poolings)
+        raise NnlabError(f"model {name}: cannot take inputs of shape {c},{h},{w} "
+                         f"({short(str(e).splitlines()[0], 160)})") from None
     table = Table(title=f"{name} ({entry.task}): {entry.description}")
     for col in header:
         table.add_column(col, justify="right" if col == "parameters" else "left")
@@ -357,9 +361,10 @@ def reproduce(
         return
     if not out_dir:
         raise NnlabError("--out DIR: required (a folder for the study's runs and report)")
+    seed_list = _seed_list(seeds)
     loaded = studies.load_study(study)
     report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
-                               progress=not quiet, seeds=_seed_list(seeds))
+                               progress=not quiet, seeds=seed_list)
     if distributed.current().main:
         out.print(f"report: {report}")
 

@@ -65,7 +65,7 @@ class Vocab:
             bad = next((x for x in items if not isinstance(x, str)), None) if isinstance(items, list) \
                 else items
             raise NnlabError(f"{where}: items must be a list of at least 2 strings (found {bad!r:.60})")
-        lowercase, trained = raw.get("lowercase"), raw.get("trained", 0)
+        lowercase, trained = raw.get("lowercase", False), raw.get("trained", 0)
         if not isinstance(lowercase, bool) or isinstance(trained, bool) or not isinstance(trained, int) \
                 or not 0 <= trained <= len(items):
             raise NnlabError(f"{where}: lowercase must be true/false and trained a count up to "
