@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from rich.console import Console
 
@@ -21,6 +23,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 from test_bad_input import png_of_size
+from test_fuzz import mutated
 from test_report_browser import REPO, browser_page
 
 from nnlab import experiment
@@ -395,3 +398,39 @@ def test_a_run_with_nan_weights_is_refused_in_one_line(runs, tmp_path, run_cli):
         load_served([str(broken)], "cpu", Limits())
     r = run_cli("predict", broken, "--json", *PAIR)
     assert r.code == 2 and "NaN" in r.err and "Traceback" not in r.err
+
+
+FUZZ_BODIES = {
+    "keyphrase": json.dumps({"texts": [TEXT, "Deep \u00e9t\u00e9 networks \U0001f600."]}).encode(),
+    "similarity": json.dumps({"pairs": [PAIR, ["\u00c9t\u00e9", "a b c"]]}).encode(),
+}
+CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "text/plain",
+                 "multipart/form-data; boundary=x", "multipart/form-data", "", "application/JSON"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_requests_never_get_a_5xx(client, data):
+    """Mutated bodies (bytes flipped, cut, inserted), odd content types, methods and paths, on
+    every route: each answer is below 500 with a JSON error (the client raises any server
+    exception, so a 500 from a fault fails here too)."""
+    route = data.draw(st.sampled_from(["keyphrase", "similarity", "image", "nosuch", "healthz",
+                                       "models", "page", "docs", "openapi"]))
+    method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS"]))
+    kind = data.draw(st.sampled_from(CONTENT_TYPES))
+    if route == "image":
+        image = data.draw(mutated(png(0)))
+        boundary = "fuzz"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        body = data.draw(mutated(body)) if data.draw(st.booleans()) else body
+        kind = data.draw(st.sampled_from([f"multipart/form-data; boundary={boundary}", kind]))
+    else:
+        body = data.draw(mutated(FUZZ_BODIES.get(route, FUZZ_BODIES["keyphrase"])))
+    path = {"healthz": "/healthz", "models": "/v1/models", "page": "/", "docs": "/docs",
+            "openapi": "/openapi.json"}.get(route, f"/v1/models/{route}/predict")
+    r = client.request(method, path, content=body, headers={"content-type": kind} if kind else {})
+    assert r.status_code < 500, (method, path, kind, body[:200], r.text)
+    if r.status_code >= 400 and r.headers.get("content-type", "").startswith("application/json"):
+        assert isinstance(r.json().get("error", r.json().get("detail")), str)
