@@ -6,6 +6,11 @@ process on the same machine, so on 2 cores the two share the CPU: the figures ar
 Runs are tiny ones trained on the generated data unless `--runs NAME=DIR ...` names others.
 
     python benchmarks/serve_load.py [--requests 2000] [--concurrency 16] [--bad 0.1]
+    python benchmarks/serve_load.py --mixed [--small 200]
+
+`--mixed`: the latency of small requests (one input) while two clients keep sending
+maximum-size requests (inside the server's default limits: 10,000 words, 4 images of 16 M
+pixels), to the same model and to another one. The goal: p99 under 1 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -81,6 +86,50 @@ async def load(url: str, task: str, n: int, concurrency: int, bad_share: float) 
             "alive_after": alive}
 
 
+def big_request(task: str) -> dict:
+    """The largest request the default limits take: 64 inputs, 9,984 words or 64 M pixels."""
+    if task == "image":
+        out = io.BytesIO()
+        Image.fromarray(np.full((4000, 4000, 3), 90, dtype=np.uint8)).save(out, "PNG")
+        return {"files": [("file", (f"{i}.png", out.getvalue(), "image/png")) for i in range(4)]}
+    words = " ".join(["network"] * 77) + "."  # 78 tokens
+    if task == "keyphrase":
+        return {"json": {"texts": [words + " " + words] * 64}}
+    return {"json": {"pairs": [[words, words]] * 64}}
+
+
+async def mixed(url: str, big_task: str, small_task: str, n: int) -> dict:
+    """Latencies of `n` sequential one-input requests to `small_task` while 2 clients send
+    maximum-size requests to `big_task` without pause."""
+    image, big = png(), big_request(big_task)
+    small = request(small_task, False, image)
+    latencies, big_done, big_codes = [], 0, []
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        async def hammer() -> None:
+            nonlocal big_done
+            while not stop.is_set():
+                r = await client.post(f"/v1/models/{big_task}/predict", **big)
+                big_codes.append(r.status_code)
+                big_done += 1
+
+        hammers = [asyncio.create_task(hammer()) for _ in range(2)]
+        await asyncio.sleep(1.0)  # the big requests are under way
+        start = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            r = await client.post(f"/v1/models/{small_task}/predict", **small)
+            assert r.status_code == 200, r.text
+            latencies.append(time.perf_counter() - t)
+        wall = time.perf_counter() - start
+        stop.set()
+        await asyncio.gather(*hammers)
+    q = statistics.quantiles(latencies, n=100)
+    return {"big_to": big_task, "small_to": small_task, "small_requests": n, "p50_ms": q[49] * 1e3,
+            "p99_ms": q[98] * 1e3, "max_ms": max(latencies) * 1e3, "big_requests_done": big_done,
+            "big_status": sorted(set(big_codes)), "big_per_s": big_done / wall}
+
+
 def tiny_runs(root: Path) -> list[str]:
     quiet = Console(quiet=True)
     specs = []
@@ -99,8 +148,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--bad", type=float, default=0.1, help="share of malformed requests, 2nd pass")
     parser.add_argument("--runs", nargs="*", help="NAME=RUN_DIR, NAME one of image, keyphrase, similarity")
-    parser.add_argument("--out", default="benchmarks/results/serve_load.json")
+    parser.add_argument("--mixed", action="store_true", help="small requests beside maximum-size ones")
+    parser.add_argument("--small", type=int, default=200, help="--mixed: small requests per row")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    args.out = args.out or f"benchmarks/results/serve_load{'_mixed' if args.mixed else ''}.json"
     host = reference_speeds()
     with tempfile.TemporaryDirectory() as tmp:
         specs = args.runs or tiny_runs(Path(tmp))
@@ -118,6 +170,14 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             rows = []
+            if args.mixed:
+                names = [spec.split("=", 1)[0] for spec in specs]
+                for big in names:
+                    for small in names:
+                        if small == big or small == names[(names.index(big) + 1) % len(names)]:
+                            rows.append(asyncio.run(mixed(url, big, small, args.small)))
+                batches = httpx.get(f"{url}/v1/models").json()
+                return finish_mixed(args, host, rows, batches)
             for spec in specs:
                 task = spec.split("=", 1)[0]
                 for share in (0.0, args.bad):
@@ -140,6 +200,22 @@ def main() -> None:
     Console().print(f"host reference: {host}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"host": host, "rows": rows, "batching": [
+        {k: m[k] for k in ("name", "requests", "batches")} for m in batches]}, indent=1) + "\n")
+
+
+def finish_mixed(args, host: dict, rows: list[dict], batches: list[dict]) -> None:
+    table = Table(title=f"nnlab serve: one-input requests while 2 clients send maximum-size ones; "
+                        f"{host['cpu']}, {host['threads']} threads")
+    for col in ("big requests to", "small requests to", "p50 ms", "p99 ms", "max ms", "big done",
+                "big status"):
+        table.add_column(col, justify="left" if "to" in col else "right")
+    for r in rows:
+        table.add_row(r["big_to"], r["small_to"], f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                      f"{r['max_ms']:.0f}", str(r["big_requests_done"]), str(r["big_status"]))
+    Console().print(table)
+    Console().print(f"host reference: {host}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"host": host, "mixed": rows, "batching": [
         {k: m[k] for k in ("name", "requests", "batches")} for m in batches]}, indent=1) + "\n")
 
 
