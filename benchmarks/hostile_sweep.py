@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -229,8 +230,10 @@ def serve(runs: dict[str, Path], token: str | None) -> tuple[subprocess.Popen, s
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"nnlab serve exited: {proc.stderr.read().decode(errors='replace')}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code < 500:  # an old server: 200
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -257,15 +260,16 @@ def sweep_http(runs: dict[str, Path], token: str | None) -> list[dict]:
                                                     if k != "content"} | ({"content": kwargs["content"][:40].decode(
                                                         "latin-1")} if "content" in kwargs else {}))[:120],
                                 "status": status, "body": body, "seconds": round(time.perf_counter() - start, 2)})
-            if token:  # without the token, every route but /healthz and the page's shell
-                for path in ("/v1/models", "/openapi.json", "/docs", "/"):
-                    r = client.get(path)
-                    results.append({"server": "token", "method": "GET", "path": path, "case": "no token",
-                                    "status": r.status_code, "body": r.text[:160], "seconds": 0.0})
-            alive = client.get("/healthz", headers={"authorization": f"Bearer {token}"} if token else {})
-            results.append({"server": "token" if token else "open", "method": "GET", "path": "/healthz",
-                            "case": "alive after the sweep", "status": alive.status_code, "body": alive.text[:80],
-                            "seconds": 0.0})
+            checks = [("/v1/models", "no token"), ("/openapi.json", "no token"), ("/docs", "no token"),
+                      ("/", "no token")] if token else []
+            for path, case in [*checks, ("/healthz", "alive after the sweep")]:
+                try:  # without the token, every route but /healthz and the page's shell
+                    r = client.get(path, headers={"authorization": f"Bearer {token}"} if token and case != "no token" else {})
+                    status, body = r.status_code, r.text[:160]
+                except httpx.HTTPError as e:
+                    status, body = 0, f"{type(e).__name__}: {e}"[:160]
+                results.append({"server": "token" if token else "open", "method": "GET", "path": path,
+                                "case": case, "status": status, "body": body, "seconds": 0.0})
     finally:
         proc.terminate()
         try:
@@ -290,8 +294,9 @@ def main() -> None:
         runs = tiny_runs(Path(tmp) / "runs")
         work = Path(tmp) / "work"
         work.mkdir()
+        copies = {k: Path(shutil.copytree(v, work / "runs" / k)) for k, v in runs.items()}  # the CLI may break them
         cli_results = [run_cli_process(case) if case[0] == "serve" and "--help" not in case else run_cli(case)
-                       for case in cli_cases(runs, work)]
+                       for case in cli_cases(copies, work)]
         written_in_dev = [p for p in ("/dev/full.json", "/dev/full.onnx") if Path(p).exists()]
         http_results = sweep_http(runs, None) + sweep_http(runs, "s3cret-token")
     tracebacks = [r for r in cli_results if r["traceback"]]

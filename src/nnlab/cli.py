@@ -349,10 +349,18 @@ def reproduce(
         help="train every variant once per seed, e.g. 0,1,2; the report gives mean ± sd and "
              "measures the study's claims over them")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the studies")] = False,
+    workers: Annotated[int, typer.Option(help="runs at a time, on Ray (needs `nnlab[ray]`); 1: in "
+                                         "this process", min=1, max=4096)] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads per run (0: the cores over the workers)",
+                                         min=0, max=1024)] = 0,
+    gpus: Annotated[float, typer.Option(help="GPUs per run, on Ray (0.5: two runs share one)")] = 0.0,
+    ray_address: Annotated[str | None, typer.Option(
+        help="join a running Ray cluster (HOST:PORT, or auto) instead of starting one here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train every variant of a study (skipping finished ones) and write its report."""
     from nnlab import distributed, studies
+    from nnlab.executor import Resources
 
     if list_ or not study:
         for name in studies.study_names():
@@ -362,9 +370,10 @@ def reproduce(
     if not out_dir:
         raise NnlabError("--out DIR: required (a folder for the study's runs and report)")
     seed_list = _seed_list(seeds)
+    resources = Resources(workers, threads, _in_range("--gpus", gpus, 0, 64), ray_address)
     loaded = studies.load_study(study)
     report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
-                               progress=not quiet, seeds=seed_list)
+                               progress=not quiet, seeds=seed_list, resources=resources)
     if distributed.current().main:
         out.print(f"report: {report}")
 

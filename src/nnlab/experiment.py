@@ -24,7 +24,7 @@ from nnlab.errors import NnlabError
 from nnlab.host import native_bf16
 from nnlab.runs import LAST, RunDir
 from nnlab.tasks import PredictOptions, Task
-from nnlab.train import Trainer
+from nnlab.train import EpochHook, Trainer
 
 
 def resolve_config(task: str | None, model: str | None, config_file: str | None = None,
@@ -63,7 +63,8 @@ def resolve_config(task: str | None, model: str | None, config_file: str | None 
 
 
 def train_run(cfg: RunConfig, out: str | Path, console: Console,
-              source: Any = None, progress: bool = True) -> dict[str, Any]:
+              source: Any = None, progress: bool = True, on_epoch: EpochHook | None = None
+              ) -> dict[str, Any]:
     """Train a new run into `out`. Nothing is written until data and model are known good.
 
     Under torchrun every rank trains its shard; rank 0 alone writes the run folder."""
@@ -79,7 +80,7 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
     cfg.train.channels_last = "on" if runtime.channels_last else "off"
     task = kind.for_training(cfg, runtime, source)
     run = RunDir(out)
-    trainer, console = _trainer(cfg, task, runtime, run, console, progress)
+    trainer, console = _trainer(cfg, task, runtime, run, console, progress, on_epoch)
     if not d.main:
         return trainer.fit()
     RunDir.create(out)  # only now, with data and model known good
@@ -101,18 +102,20 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
             raise
 
 
-def resume_run(out: str | Path, console: Console, progress: bool = True) -> dict[str, Any]:
+def resume_run(out: str | Path, console: Console, progress: bool = True,
+               on_epoch: EpochHook | None = None) -> dict[str, Any]:
     if distributed.current().main:
         run = RunDir.open(out)
         with run.lock():
             if run.finished:
                 raise NnlabError(f"{run.path}: run already finished (summary.json exists)")
             run.remove_stale_temporaries()
-            return _resume(run, console, progress)
-    return _resume(RunDir(out), console, progress)
+            return _resume(run, console, progress, on_epoch)
+    return _resume(RunDir(out), console, progress, on_epoch)
 
 
-def _resume(run: RunDir, console: Console, progress: bool) -> dict[str, Any]:
+def _resume(run: RunDir, console: Console, progress: bool, on_epoch: EpochHook | None = None
+            ) -> dict[str, Any]:
     main = distributed.current().main
     saved = distributed.broadcast(run.read_config() if main else None)  # other machines may not see it
     where = str(run.path / "config.json")
@@ -123,20 +126,20 @@ def _resume(run: RunDir, console: Console, progress: bool) -> dict[str, Any]:
     if task.info()["data"]["fingerprint"] != saved["task_info"]["data"]["fingerprint"]:
         raise NnlabError(f"{run.path}: the data at {saved['task_info']['data']['path']} changed "
                          "since the run started; resuming would not reproduce it")
-    trainer, console = _trainer(cfg, task, runtime, run, console, progress)
+    trainer, console = _trainer(cfg, task, runtime, run, console, progress, on_epoch)
     trainer.restore()
     return trainer.fit()
 
 
 def _trainer(cfg: RunConfig, task: Task, runtime: Runtime, run: RunDir, console: Console,
-             progress: bool) -> tuple[Trainer, Console]:
+             progress: bool, on_epoch: EpochHook | None = None) -> tuple[Trainer, Console]:
     """The trainer of a new or resumed run, once every rank agrees on the config (but the
     data's local path) and the data bytes; ranks other than 0 print nothing."""
     config = cfg.to_dict()
     config["data"] = {k: v for k, v in config["data"].items() if k != "path"}
     distributed.check_agreement({"config": config, "data": task.info()["data"]["fingerprint"]})
     console = console if distributed.current().main else Console(quiet=True)
-    return Trainer(task, cfg, runtime, run, console=console, progress=progress), console
+    return Trainer(task, cfg, runtime, run, console=console, progress=progress, on_epoch=on_epoch), console
 
 
 # -- using a finished (or running) run ------------------------------------------------------

@@ -31,6 +31,7 @@ from nnlab.claims import Claim
 from nnlab.config import RunConfig
 from nnlab.data.images import GENERATED
 from nnlab.errors import NnlabError
+from nnlab.executor import Resources, require_ray
 from nnlab.runs import (
     LOCK,
     RunDir,
@@ -217,13 +218,20 @@ class Job:
 
 def run_study(study: Study, budget: str, data: str | None, out: Path, console: Console,
               sets: list[str] | None = None, test: bool = False, progress: bool = True,
-              seeds: list[int] | None = None) -> Path:
+              seeds: list[int] | None = None, resources: Resources | None = None) -> Path:
     """Train (or resume, or skip) every variant (at every seed), run the baselines, write the
-    report. `seeds`: each variant once per seed (`train.seed`), and every claim measured over them."""
+    report. `seeds`: each variant once per seed (`train.seed`), and every claim measured over
+    them. `resources`: spread the runs over Ray workers (`nnlab.executor`); default: here."""
     from nnlab.experiment import resolve_config
 
     if budget not in BUDGETS:
         raise NnlabError(f"--budget {budget}: unknown (choose from {', '.join(BUDGETS)})")
+    resources = resources or Resources()
+    resources.check()
+    if resources.ray:
+        if distributed.launched():
+            raise NnlabError("--workers/--ray-address: not under torchrun (each Ray job is one process)")
+        require_ray()  # one line naming the extra, before any data is read
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
         raise NnlabError(f"--seeds {seeds}: give distinct seeds of 0 or more, e.g. 0,1,2")
     sets = list(sets or [])
@@ -245,12 +253,13 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
         if main:
             _claim_folder(out, study, budget, found, sets, seeds)
         distributed.barrier()
-        return _run_variants(study, budget, found, out, console, jobs, configs, sets, test, progress)
+        return _run_variants(study, budget, found, out, console, jobs, configs, sets, test, progress,
+                             resources)
 
 
 def _run_variants(study: Study, budget: str, found: str, out: Path, console: Console, jobs: list[Job],
-                  configs: dict[str, RunConfig], sets: list[str], test: bool, progress: bool) -> Path:
-    from nnlab.experiment import resume_run, train_run
+                  configs: dict[str, RunConfig], sets: list[str], test: bool, progress: bool,
+                  resources: Resources) -> Path:
     from nnlab.report import build_report
 
     main = distributed.current().main
@@ -265,34 +274,31 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
                 jobs = [j for j in jobs if j.variant.name != v.name]
     seeds = sorted({j.seed for j in jobs if j.seed is not None})
     console.print(f"[bold]{escape(study.title)}[/]: {len(study.variants)} variants"
-                  f"{f' x {len(seeds)} seeds' if seeds else ''}, budget {budget}, data {escape(found)}")
-    paths = []
-    for job in jobs:
+                  f"{f' x {len(seeds)} seeds' if seeds else ''}, budget {budget}, data {escape(found)}"
+                  + (f"; {resources.workers} workers" if resources.ray else ""))
+    paths = [_variant_path(out, job.folder) for job in jobs]
+
+    def record(job: Job, path: Path) -> None:  # the run's place in the study, beside it
         v = job.variant
-        path = _variant_path(out, job.folder)
-        paths.append(path)
-        state = None
-        if main:  # rank 0 sees the study folder; the others follow its reading
-            state = ("finished" if path.is_dir() and RunDir(path).finished
-                     else "resume" if (path / "last.pt").is_file() else "new")
-            if state == "new" and path.exists():  # started, but no epoch finished: start again
-                shutil.rmtree(path)
-        state = distributed.broadcast(state)
-        label = v.name if job.seed is None else f"{v.name} (seed {job.seed})"
-        if state == "finished":
-            console.print(f"[dim]{escape(label)}: already finished, skipped[/]")
-        else:
-            console.rule(escape(label))
-            if state == "resume":
-                resume_run(path, console, progress)
-            else:
-                train_run(configs[job.folder], path, console, progress=progress)
-        if not main:
-            continue
         atomic_write_json(path / VARIANT_FILE, {
             "study": study.name, "variant": v.name, "quoted": v.quoted, "budget": budget,
             "config_file": str(v.config), "overrides": [*study.overrides(v, budget), *sets],
             "seed": configs[job.folder].train.seed, "seeded": job.seed is not None})
+
+    if resources.ray:
+        errors = _run_on_executor(jobs, paths, configs, resources, console, progress)
+        failed = [(job, error) for job, error in zip(jobs, errors, strict=True) if error]
+        for job, path in zip(jobs, paths, strict=True):
+            if RunDir(path).finished:
+                record(job, path)
+        if failed:
+            raise NnlabError(f"{len(failed)} of {len(jobs)} runs failed; first, {failed[0][0].folder}: "
+                             f"{failed[0][1]} (rerun the command: finished runs are kept)")
+    else:  # in this process (and under torchrun: every rank together, rank 0 writing)
+        for job, path in zip(jobs, paths, strict=True):
+            _run_here(job, path, configs[job.folder], console, progress)
+            if main:
+                record(job, path)
     if not main:
         return out / "report.html"
     rank = {v.name: i for i, v in enumerate(study.variants)}  # the report lists variant by variant
@@ -315,6 +321,47 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
                           command=["nnlab", *sys.argv[1:]] if sys.argv else None,
                           claims=study.claims)
     return report
+
+
+def _label(job: Job) -> str:
+    return job.variant.name if job.seed is None else f"{job.variant.name} (seed {job.seed})"
+
+
+def _run_here(job: Job, path: Path, cfg: RunConfig, console: Console, progress: bool) -> None:
+    """One job in this process (every rank under torchrun), trained, resumed or skipped."""
+    from nnlab.experiment import resume_run, train_run
+
+    main = distributed.current().main
+    state = None
+    if main:  # rank 0 sees the study folder; the others follow its reading
+        state = ("finished" if path.is_dir() and RunDir(path).finished
+                 else "resume" if (path / "last.pt").is_file() else "new")
+        if state == "new" and path.exists():  # started, but no epoch finished: start again
+            shutil.rmtree(path)
+    state = distributed.broadcast(state)
+    if state == "finished":
+        console.print(f"[dim]{escape(_label(job))}: already finished, skipped[/]")
+        return
+    console.rule(escape(_label(job)))
+    if state == "resume":
+        resume_run(path, console, progress)
+    else:
+        train_run(cfg, path, console, progress=progress)
+
+
+def _run_on_executor(jobs: list[Job], paths: list[Path], configs: dict[str, RunConfig],
+                     resources: Resources, console: Console, progress: bool) -> list[str]:
+    """Every job on Ray workers (see `nnlab.executor`); '' or why each failed."""
+    from nnlab.executor import Job as Run
+    from nnlab.executor import executor_for
+
+    executor = executor_for(resources, console, progress)
+    try:
+        done = executor.run_all([Run(_label(j), p, configs[j.folder])
+                                 for j, p in zip(jobs, paths, strict=True)])
+    finally:
+        executor.close()
+    return [d.error for d in done]
 
 
 def _variant_path(out: Path, folder: str) -> Path:

@@ -14,6 +14,7 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,10 +92,19 @@ class TaskStep(nn.Module):
         return self.task.step(self.model, batch)
 
 
+# called after each epoch (logged and checkpointed) with its record; True stops training there
+# (a search pruning a weak trial); the run then finishes as usual, from its best epoch
+EpochHook = Callable[[dict[str, Any]], bool]
+
+
 class Trainer:
+    pruned = False
+
     def __init__(self, task: Task, cfg: RunConfig, runtime: Runtime, run: RunDir,
-                 console: Console | None = None, progress: bool = True):
+                 console: Console | None = None, progress: bool = True,
+                 on_epoch: EpochHook | None = None):
         self.task, self.cfg, self.runtime, self.run = task, cfg, runtime, run
+        self.on_epoch = on_epoch
         self.console = console or Console(stderr=True)
         self.dist = distributed.current()
         self.show_progress = progress and self.console.is_terminal and self.dist.main
@@ -197,6 +207,9 @@ class Trainer:
                 self.run.save_checkpoint(self.checkpoint())
             s.history.append(record)
             self._log_epoch(record)
+            if self.on_epoch is not None and self.on_epoch(record):
+                self.pruned = True  # a search stopped this trial on its validation metric
+                break
         return self._finish()
 
     def _check_finite(self, epoch: int, val: dict[str, Any]) -> None:
@@ -338,6 +351,7 @@ class Trainer:
             "best_epoch": s.best_epoch, f"best_val_{metric}": s.best,
             "epochs_run": s.epoch, "epochs_planned": self.cfg.train.epochs,
             "stopped_early": s.epoch < self.cfg.train.epochs,
+            "pruned": self.pruned,
             "train_seconds": s.train_seconds,
             f"{unit}_per_s": sum(rates) / len(rates) if rates else None,
             "parameters": count_parameters(self.model),
