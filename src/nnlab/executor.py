@@ -287,12 +287,13 @@ class RayExecutor(Executor):
             return
         import torch
 
-        cores = os.cpu_count() or 1
         gpus = torch.cuda.device_count() if r.gpus else 0
         if r.gpus and gpus < r.gpus:
             raise NnlabError(f"--gpus {r.gpus:g}: this machine has {gpus} GPUs")
-        ray.init(num_cpus=max(cores, r.workers * self.threads) if r.workers > 1 else self.threads,
-                 num_gpus=gpus, object_store_memory=OBJECT_STORE_BYTES, **kwargs)
+        # Ray schedules by the CPUs declared, not those present: `workers` jobs of `threads`
+        # CPUs each fit at a time, whatever the machine has
+        ray.init(num_cpus=r.workers * self.threads, num_gpus=gpus, object_store_memory=OBJECT_STORE_BYTES,
+                 **kwargs)
 
     def submit(self, job: Job) -> None:
         probe = job.path.parent / f".nnlab-probe-{uuid.uuid4().hex[:8]}"

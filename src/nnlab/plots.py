@@ -79,3 +79,29 @@ def scatter(predicted: list[float], gold: list[float], path: Path, title: str = 
     if title:
         ax.set_title(title, fontsize=9)
     _save(fig, path)
+
+
+def search_history(trials: list[tuple[int, float | None, str]], path: Path, label: str,
+                   higher_is_better: bool) -> None:
+    """A search's trials in order: each finished trial's value, pruned ones marked, and the
+    best so far as a step line (Optuna's optimisation-history plot, in matplotlib)."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    done = [(n, v) for n, v, state in trials if v is not None and state == "COMPLETE"]
+    pruned = [n for n, _, state in trials if state == "PRUNED"]
+    if done:
+        ax.plot([n for n, _ in done], [v for _, v in done], "o", label="finished trial")
+        best, line = None, []
+        for n, v in done:
+            best = v if best is None or (v > best if higher_is_better else v < best) else best
+            line.append((n, best))
+        ax.step([n for n, _ in line], [b for _, b in line], where="post", color="C1", label="best so far")
+    if pruned:
+        for n in pruned:
+            ax.axvline(n, color="grey", alpha=0.25, linewidth=3)
+        ax.plot([], [], color="grey", alpha=0.4, linewidth=3, label="pruned trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)

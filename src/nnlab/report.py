@@ -32,7 +32,7 @@ from nnlab import tasks
 from nnlab.claims import Claim, lr_cuts, measure, scores_by_variant, seed_rows
 from nnlab.errors import NnlabError
 from nnlab.runs import RunDir, atomic_write, atomic_write_texts, make_folder, read_json
-from nnlab.tasks import Task
+from nnlab.tasks import Section, Task
 from nnlab.tasks.base import fmt
 
 # labels hold user strings (class and variant names): "$\foo$" is text, not mathtext
@@ -269,8 +269,11 @@ def _claims_section(views: list[RunView], claims: list[Claim], task: type[Task]
 
 def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] | None = None,
                  names: list[str] | None = None, command: list[str] | None = None,
-                 claims: list[Claim] | None = None) -> Path:
-    """Write out/report.md and out/report.html comparing the given runs; return the HTML path."""
+                 claims: list[Claim] | None = None, extra_sections: list[Section] | None = None,
+                 figures: list[tuple[Path, str]] | None = None) -> Path:
+    """Write out/report.md and out/report.html comparing the given runs; return the HTML path.
+    `extra_sections` and `figures` (PNG in `out`, alt text): what the caller adds (a search's
+    trials table, parameter importance and history plot) before the task's own tables."""
     if not run_paths:
         raise NnlabError("report: no run folders given")
     views = [read_run(p, n) for p, n in zip(run_paths, names or [None] * len(run_paths),
@@ -287,7 +290,7 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     if trained:
         _overlay(trained, metric, overlay, label)
     header, rows, same = _rows(views, task)
-    sections = task.report_sections([(v.name, v.val) for v in views])
+    sections = [*(extra_sections or []), *task.report_sections([(v.name, v.val) for v in views])]
     seed_header, seed_table, claim_lines = _claims_section(views, claims or [], task)
     summaries = {v.name: _model_summary(v, task) for v in trained}
     repro = _reproducibility(views, command)
@@ -307,6 +310,8 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
         md += ["## Claims and seeds", ""]
         md += [_md_table(seed_header, seed_table), ""] if seed_table else []
         md += [*[f"- {_md(line)}" for line in claim_lines], ""]
+    for figure, alt in figures or []:
+        md += [f"## {_md(alt.capitalize())}", "", f"![{_md(alt)}]({quote(figure.name)})", ""]
     if trained:
         md += ["## Training curves", "", f"![training curves of all variants]({overlay.name})", ""]
     for section in sections:
@@ -333,6 +338,8 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
         body.append("<h2>Claims and seeds</h2>")
         body += [_html_table(seed_header, seed_table, "plain")] if seed_table else []
         body += ["<ul>", *[f"<li>{html.escape(line)}</li>" for line in claim_lines], "</ul>"]
+    for figure, alt in figures or []:
+        body += [f"<h2>{html.escape(alt.capitalize())}</h2>", _img(figure, alt)]
     if trained:
         body += ["<h2>Training curves</h2>", _img(overlay, "training curves of all variants")]
     for section in sections:

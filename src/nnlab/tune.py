@@ -1,0 +1,289 @@
+"""`nnlab tune`: a recipe search. Optuna samples each trial's settings (TPE, seeded), every
+trial trains as an ordinary run folder on the study executor (here, or Ray workers), and
+weak trials stop early on their per-epoch validation metric (Optuna's pruners).
+
+Why Optuna drives Ray tasks rather than Ray Tune with its Optuna searcher: a trial here is
+exactly a study job (one run folder, resumable, locked), so the executor that spreads studies
+runs trials unchanged, with its retries and resume; the driver alone talks to Optuna's
+storage (a worker only posts epoch figures and reads the pruning verdict), so workers on
+other machines need no database access; and the search needs only the `ray` core, not
+Ray Tune's dependencies. The cost: pruning decisions travel through the driver (tens of
+milliseconds an epoch).
+
+The search lives in DIR: `tune.json` (what it searches; a rerun must match), `tune.db` (the
+Optuna study, SQLite; `--storage URL` puts it in a shared database instead, e.g. PostgreSQL,
+for several drivers), `trials/trial-NNNN` (one run folder each), `best.toml` (the best
+trial's config: `nnlab train --config DIR/best.toml` reruns it) and the report. A rerun of an
+interrupted search keeps its finished trials and resumes the ones that were running.
+
+Selection is on validation only: a trial's value is its best epoch's validation metric.
+`--test` evaluates the best trial on the test split once, at the very end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from nnlab import tasks
+from nnlab.config import RunConfig, check_choices
+from nnlab.errors import NnlabError, short
+from nnlab.executor import Done, Job, Resources, executor_for
+from nnlab.runs import atomic_write_json, atomic_write_text, folder_lock, make_folder, read_json
+from nnlab.search_space import Param, apply, parse_space, toml_value
+
+PRUNERS = ("median", "hyperband", "asha", "none")
+STUDY_NAME = "nnlab-tune"
+TUNE_FILE = "tune.json"
+
+
+def require_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise NnlabError("tune: needs the extra: pip install 'nnlab[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+@dataclass
+class Search:
+    """What one `nnlab tune` searches, as given on the command line."""
+
+    base: RunConfig  # the fixed settings: the model's recipe, --config, --set, --epochs
+    params: list[Param]
+    trials: int
+    seed: int = 0
+    pruner: str = "median"
+    storage: str | None = None
+
+    def key(self) -> dict[str, Any]:
+        """What a rerun in the same folder must match."""
+        return {"base": self.base.to_dict(), "space": [p.describe() for p in self.params],
+                "seed": self.seed, "pruner": self.pruner}
+
+
+def make_search(base: RunConfig, space: list[str], trials: int, seed: int, pruner: str,
+                storage: str | None) -> Search:
+    require_optuna()
+    if not 1 <= trials <= 100_000:
+        raise NnlabError(f"--trials: from 1 to 100,000, got {trials}")
+    if pruner not in PRUNERS:
+        raise NnlabError(f"--pruner {pruner}: unknown (one of {', '.join(PRUNERS)})")
+
+    def check(cfg: RunConfig) -> None:
+        from nnlab import models
+
+        check_choices(cfg, tasks.get(cfg.task).choices)
+        models.check_args(cfg.model.name, cfg.task, cfg.model.args, tasks.get(cfg.task).supplied)
+
+    return Search(base, parse_space(space, base, check), trials, seed, pruner, storage)
+
+
+def _pruner(optuna: Any, name: str, epochs: int) -> Any:
+    """Stop a trial whose validation metric trails: the median of the trials' at the same
+    epoch (Optuna's MedianPruner), Hyperband, or ASHA (successive halving, asynchronous)."""
+    p = optuna.pruners
+    if name == "median":
+        return p.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, epochs // 4))
+    if name == "hyperband":
+        return p.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "asha":
+        return p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return p.NopPruner()
+
+
+def _claim(out: Path, search: Search) -> None:
+    file = out / TUNE_FILE
+    key = search.key()
+    if file.is_file():
+        saved = read_json(file)
+        differs = [k for k in key
+                   if json.dumps(saved.get(k), sort_keys=True) != json.dumps(key[k], sort_keys=True)]
+        if differs:
+            raise NnlabError(f"{out}: holds another search (it differs in {', '.join(differs)}): pass "
+                             "another --out")
+        return
+    if any(p.name not in (".lock",) for p in out.iterdir()):
+        raise NnlabError(f"{out}: folder exists, is not empty and holds no search: pass another --out")
+    atomic_write_json(file, key | {"task": search.base.task, "model": search.base.model.name,
+                                   "trials": search.trials, "command": ["nnlab", *sys.argv[1:]],
+                                   "started": datetime.now(UTC).isoformat(timespec="seconds")})
+
+
+def run_search(search: Search, out: Path, resources: Resources, console: Console,
+               progress: bool = True, test: bool = False) -> Path:
+    """Run (or continue) the search; write best.toml and the report; return the report."""
+    optuna = require_optuna()
+    kind = tasks.get(search.base.task)
+    metric = kind.main_metric
+    make_folder(out)
+    with folder_lock(out):
+        _claim(out, search)
+        storage = search.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
+        try:
+            study = optuna.create_study(
+                study_name=STUDY_NAME, storage=storage, load_if_exists=True,
+                direction="maximize" if kind.higher_is_better else "minimize",
+                sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(8, search.trials)),
+                pruner=_pruner(optuna, search.pruner, search.base.train.epochs))
+        except Exception as e:  # a storage URL that does not answer, a driver that is missing
+            raise NnlabError(f"--storage {storage}: cannot open the Optuna study ({short(e, 200)})") from None
+        _search(optuna, study, search, out, resources, console, progress)
+        best = _write_best(study, search, out, metric)
+        report = _report(study, search, out, kind, console)
+        if test and best is not None:
+            _test_once(out, best, console)
+    return report
+
+
+def _trial_path(out: Path, number: int) -> Path:
+    return out / "trials" / f"trial-{number:04d}"
+
+
+def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resources, console: Console,
+            progress: bool) -> None:
+    from optuna.trial import TrialState
+
+    distributions = {p.key: p.distribution() for p in search.params}
+    running: dict[str, Any] = {}  # job name -> optuna trial (ask/tell)
+    executor = executor_for(resources, console, progress)
+    width = resources.workers if resources.ray else 1
+
+    def hook(name: str, record: dict[str, Any]) -> bool:
+        trial = running[name]
+        value = record.get(f"val_{tasks.get(search.base.task).main_metric}")
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        trial.report(float(value), int(record["epoch"]))
+        return bool(trial.should_prune())
+
+    executor.hook = hook
+
+    def submit(trial: Any) -> None:
+        name = f"trial {trial.number}"
+        running[name] = trial
+        params = {k: trial.params[k] for k in distributions}
+        executor.submit(Job(name, _trial_path(out, trial.number), apply(search.base, params)))
+
+    try:
+        # trials a killed driver left running: resumed from their run folders (last.pt)
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            submit(optuna.trial.Trial(study, frozen._trial_id))
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        started = len(study.get_trials(deepcopy=False, states=counted)) + len(running)
+        while started < search.trials and len(running) < width:
+            submit(study.ask(distributions))
+            started += 1
+        while running:
+            for done in executor.wait():
+                trial = running.pop(done.job.name)
+                _tell(optuna, study, trial, done)
+                if started < search.trials:
+                    submit(study.ask(distributions))
+                    started += 1
+    finally:
+        executor.close()
+
+
+def _tell(optuna: Any, study: Any, trial: Any, done: Done) -> None:
+    from optuna.trial import TrialState
+
+    if done.summary is None:
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    metric = done.summary["main_metric"]
+    trial.set_user_attr("run", str(done.job.path))
+    trial.set_user_attr("epochs_run", done.summary.get("epochs_run"))
+    if done.summary.get("pruned"):
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    study.tell(trial, float(done.summary["val"][metric]))
+
+
+def _write_best(study: Any, search: Search, out: Path, metric: str) -> Path | None:
+    """best.toml: the best finished trial's whole config, which `nnlab train --config` reruns."""
+    import tomli_w
+
+    try:
+        best = study.best_trial
+    except ValueError:  # no trial finished unpruned
+        return None
+    cfg = apply(search.base, {p.key: best.params[p.key] for p in search.params})
+    header = (f"# nnlab tune: the best of {len(study.trials)} trials (trial {best.number}), validation "
+              f"{metric} {best.value:.4f}\n# rerun: nnlab train --config {out / 'best.toml'} --out RUN_DIR\n")
+    atomic_write_text(out / "best.toml", header + tomli_w.dumps(toml_value(cfg.to_dict())))
+    return Path(best.user_attrs.get("run", _trial_path(out, best.number)))
+
+
+def _test_once(out: Path, best: Path, console: Console) -> None:
+    from nnlab.experiment import evaluate_run
+
+    result = evaluate_run(best, split="test")
+    bulky = tasks.get(result["task"]).detail_keys
+    atomic_write_json(out / "best_test.json", {k: v for k, v in result.items() if k not in bulky})
+    for line in tasks.get(result["task"]).format_evaluation(result):
+        console.print(escape(line))
+
+
+def trial_rows(study: Any, search: Search, label: Any) -> tuple[list[str], list[list[str]]]:
+    header = ["trial", *[p.key.replace("model.args.", "model.") for p in search.params],
+              label, "epochs run", "state"]
+    rows = []
+    for t in study.trials:
+        value = "-" if t.value is None else f"{t.value:.4f}"
+        if t.state.name == "PRUNED" and t.intermediate_values:
+            value = f"({max(t.intermediate_values.values()):.4f})" if study.direction.name == "MAXIMIZE" \
+                else f"({min(t.intermediate_values.values()):.4f})"
+        params = [f"{v:.3g}" if isinstance(v, float) else str(v)
+                  for v in (t.params.get(p.key) for p in search.params)]
+        rows.append([str(t.number), *params, value, str(t.user_attrs.get("epochs_run", "-")),
+                     t.state.name.lower()])
+    return header, rows
+
+
+def _report(study: Any, search: Search, out: Path, kind: Any, console: Console) -> Path:
+    from nnlab import plots
+    from nnlab.report import build_report
+    from nnlab.tasks import Section
+
+    metric, label = kind.main_metric, kind.label(kind.main_metric)
+    header, rows = trial_rows(study, search, f"validation {label}")
+    sections = [Section("Trials", header, rows)]
+    notes = [f"Search: {len(study.trials)} trials of {search.base.model.name}; TPE (seed {search.seed}), "
+             f"pruner {search.pruner}; space: {'; '.join(p.describe() for p in search.params)}. "
+             "A pruned trial's figure in parentheses is its best epoch before it was stopped."]
+    try:
+        import optuna
+
+        importance = optuna.importance.get_param_importances(study)
+        sections.append(Section("Parameter importance (fANOVA)", ["parameter", "importance"],
+                                [[k.replace("model.args.", "model."), f"{v:.3f}"]
+                                 for k, v in importance.items()]))
+    except (RuntimeError, ValueError) as e:  # too few finished trials
+        notes.append(f"No parameter importance: {e}")
+    history = out / "search_history.png"
+    plots.search_history([(t.number, t.value, t.state.name) for t in study.trials], history,
+                         f"validation {label}", kind.higher_is_better)
+    runs = [Path(t.user_attrs["run"]) for t in study.trials if t.user_attrs.get("run")
+            and (Path(t.user_attrs["run"]) / "summary.json").is_file()]
+    if not runs:
+        raise NnlabError(f"{out}: no trial finished; nothing to report")
+    report = build_report(runs, out, f"nnlab tune: {search.base.model.name} ({kind.name})", notes=notes,
+                          command=["nnlab", *sys.argv[1:]], extra_sections=sections,
+                          figures=[(history, "search history")])
+    try:
+        best = study.best_trial
+        console.print(f"best: trial {best.number}, validation {metric} {best.value:.4f}; "
+                      f"{escape(', '.join(f'{k}={v}' for k, v in best.params.items()))}")
+    except ValueError:
+        console.print("no trial finished unpruned")
+    return report
