@@ -43,6 +43,26 @@ def claim_lines(folder: Path, study: studies.Study, metric: str, higher: bool) -
     return [claims.measure(c, scores, higher).line(metric) for c in study.claims]
 
 
+def without_extras(name: str, out: Path) -> str:
+    """A copy of the study without the variants that need an extra, beside the shipped
+    configs it names (a study's config paths are relative to its experiments folder)."""
+    import tomllib
+
+    import tomli_w
+
+    source = studies.find_study(name)
+    raw = tomllib.loads(source.read_text())
+    raw["variants"] = [v for v in raw["variants"] if not v.get("requires")]
+    root = out / "experiments"
+    (root / "studies").mkdir(parents=True, exist_ok=True)
+    for folder in source.parent.parent.iterdir():
+        if folder.is_dir() and folder.name != "studies" and not (root / folder.name).exists():
+            (root / folder.name).symlink_to(folder.resolve())
+    path = root / "studies" / f"{source.stem}.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", default="similarity")
@@ -53,7 +73,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="a folder for the two study folders")
     parser.add_argument("--json", default="benchmarks/results/study_workers.json")
+    parser.add_argument("--with-extras", action="store_true",
+                        help="keep the variants that need an extra (MiniLM: 30 min a seed on 2 cores)")
     args = parser.parse_args()
+    if not args.with_extras:
+        args.study = without_extras(args.study, Path(args.out))
     study = studies.load_study(args.study)
     task = tasks.get(study.task)
     host = reference_speeds()

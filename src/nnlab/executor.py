@@ -146,6 +146,7 @@ class Executor:
     """Submit jobs; `wait` returns finished ones (at least one while any is pending)."""
 
     hook: Hook | None = None
+    capacity = 1  # jobs that run at a time
 
     def submit(self, job: Job) -> None:
         raise NotImplementedError
@@ -238,7 +239,7 @@ def _remote_job(job: Job, threads: int, board: Any, wait_verdict: bool, probe: s
 
     def on_epoch(record: dict[str, Any]) -> bool:
         epoch = int(record["epoch"])
-        ray.get(board.report.remote(job.name, record | {"pid": os.getpid()}))
+        ray.get(board.report.remote(job.name, record))
         if not wait_verdict:
             return False
         deadline = time.monotonic() + VERDICT_WAIT_S
@@ -267,12 +268,26 @@ class RayExecutor(Executor):
         self.board = _board_class(self.ray).remote()
         self.remote = self.ray.remote(_remote_job).options(
             num_cpus=self.threads, num_gpus=resources.gpus, max_retries=RETRIES, retry_exceptions=False)
-        self.refs: dict[Any, Job] = {}
+        self.refs: dict[Any, Job] = {}  # handed to Ray
+        self.queue: list[Job] = []  # not yet
+        self.capacity = self._capacity()
         self.rows: dict[str, dict[str, Any]] = {}  # job -> its last epoch record
         self.finished = 0
         self.total = 0
-        self.probes: list[Path] = []
+        self.probes: dict[Path, Path] = {}  # run folders' parent -> its probe file
         self.live: Any = None
+
+    def _capacity(self) -> int:
+        """Jobs handed to Ray at a time: `workers`; on a cluster without --workers, as many
+        as its CPUs (or GPUs) hold."""
+        r = self.resources
+        if not r.address or r.workers > 1:
+            return r.workers
+        total = self.ray.cluster_resources()
+        fits = int(total.get("CPU", 1)) // self.threads
+        if r.gpus:
+            fits = min(fits, int(total.get("GPU", 0) / r.gpus))
+        return max(1, fits)
 
     def _init(self) -> None:
         ray, r = self.ray, self.resources
@@ -296,18 +311,32 @@ class RayExecutor(Executor):
                  **kwargs)
 
     def submit(self, job: Job) -> None:
-        probe = job.path.parent / f".nnlab-probe-{uuid.uuid4().hex[:8]}"
-        job.path.parent.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        self.probes.append(probe)
-        ref = self.remote.remote(job, self.threads, self.board, self.hook is not None, str(probe))
-        self.refs[ref] = job
+        """Queue a job; at most `capacity` are handed to Ray at a time. A backlog of queued Ray
+        tasks makes Ray start spare worker processes, kill them when idle and start them
+        again: measured on 2 cores, 12 queued jobs ran 1.5x slower per epoch than 2 jobs at a
+        time, the churn taking a third of the CPU."""
+        self.queue.append(job)
         self.total += 1
 
+    def _fill(self) -> None:
+        while self.queue and len(self.refs) < self.capacity:
+            self._start(self.queue.pop(0))
+
+    def _start(self, job: Job) -> None:
+        folder = job.path.parent
+        if folder not in self.probes:  # a file every node must see, or its jobs fail at once
+            folder.mkdir(parents=True, exist_ok=True)
+            self.probes[folder] = folder / f".nnlab-probe-{uuid.uuid4().hex[:8]}"
+            self.probes[folder].touch()
+        ref = self.remote.remote(job, self.threads, self.board, self.hook is not None,
+                                 str(self.probes[folder]))
+        self.refs[ref] = job
+
     def pending(self) -> int:
-        return len(self.refs)
+        return len(self.refs) + len(self.queue)
 
     def wait(self) -> list[Done]:
+        self._fill()
         with self._display():
             while True:
                 ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=0.25)
@@ -344,7 +373,8 @@ class RayExecutor(Executor):
 
         table = Table.grid(padding=(0, 2))
         table.add_row(ProgressBar(total=max(self.total, 1), completed=self.finished, width=40),
-                      f"{self.finished}/{self.total} jobs done, {len(self.refs)} running or queued")
+                      f"{self.finished}/{self.total} runs done, {len(self.refs)} running, "
+                      f"{len(self.queue)} waiting")
         for name, r in sorted(self.rows.items()):
             metric = next((f"{k[4:]} {v:.4f}" for k, v in r.items()
                            if k.startswith("val_") and k != "val_loss" and isinstance(v, float)), "")
@@ -380,7 +410,7 @@ class RayExecutor(Executor):
                            f"validation {metric} {shown}" + (" (pruned)" if s.get("pruned") else ""))
 
     def close(self) -> None:
-        for probe in self.probes:
+        for probe in self.probes.values():
             probe.unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             self.ray.kill(self.board)

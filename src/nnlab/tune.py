@@ -156,7 +156,7 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
     distributions = {p.key: p.distribution() for p in search.params}
     running: dict[str, Any] = {}  # job name -> optuna trial (ask/tell)
     executor = executor_for(resources, console, progress)
-    width = resources.workers if resources.ray else 1
+    width = executor.capacity  # trials in flight: each new one is sampled knowing the finished
 
     def hook(name: str, record: dict[str, Any]) -> bool:
         trial = running[name]
