@@ -133,10 +133,12 @@ def run_search(search: Search, out: Path, resources: Resources, console: Console
             study = optuna.create_study(
                 study_name=STUDY_NAME, storage=storage, load_if_exists=True,
                 direction="maximize" if kind.higher_is_better else "minimize",
-                sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(8, search.trials)),
                 pruner=_pruner(optuna, search.pruner, search.base.train.epochs))
         except Exception as e:  # a storage URL that does not answer, a driver that is missing
             raise NnlabError(f"--storage {storage}: cannot open the Optuna study ({short(e, 200)})") from None
+        # seeded by the history as well: a resumed search samples anew, not the first trials again
+        study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.trials),
+                                                   n_startup_trials=min(8, search.trials))
         _search(optuna, study, search, out, resources, console, progress)
         best = _write_best(study, search, out, metric)
         report = _report(study, search, out, kind, console)
@@ -163,7 +165,9 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
         value = record.get(f"val_{tasks.get(search.base.task).main_metric}")
         if not isinstance(value, int | float) or not math.isfinite(value):
             return False
-        trial.report(float(value), int(record["epoch"]))
+        epoch = int(record["epoch"])
+        if epoch not in trial.storage.get_trial(trial._trial_id).intermediate_values:
+            trial.report(float(value), epoch)  # a resumed trial replays epochs past its checkpoint
         return bool(trial.should_prune())
 
     executor.hook = hook
