@@ -155,8 +155,13 @@ def test_a_study_on_a_two_node_cluster_equals_the_serial_study(cluster, tmp_path
     spread = studies.run_study(study, "quick", "generated", tmp_path / "ray", QUIET, progress=False,
                                resources=Resources(workers=2, threads=1, address=cluster.address))
     nodes = set()
+    from safetensors.torch import load_file
+
     for folder in ("rnn", "lstm"):
         assert val(tmp_path / "ray" / "runs" / folder) == val(tmp_path / "serial" / "runs" / folder)
+        mine, theirs = (load_file(str(tmp_path / d / "runs" / folder / "best.safetensors"))
+                        for d in ("ray", "serial"))
+        assert mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)  # same weights
         nodes.add(json.loads((tmp_path / "ray" / "runs" / folder / "summary.json").read_text())["node"])
         assert (tmp_path / "ray" / "runs" / folder / "variant.json").is_file()
     assert len(nodes) == 2  # one job on each node: each asks for the one CPU a node has
