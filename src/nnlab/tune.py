@@ -179,11 +179,14 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
         executor.submit(Job(name, _trial_path(out, trial.number), apply(search.base, params)))
 
     try:
-        # trials a killed driver left running: resumed from their run folders (last.pt)
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            submit(optuna.trial.Trial(study, frozen._trial_id))
-        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        started = len(study.get_trials(deepcopy=False, states=counted)) + len(running)
+        if search.storage is None:
+            # the folder's own study, locked by this driver: trials still RUNNING were left by a
+            # killed driver and resume from their run folders (last.pt). In a shared --storage
+            # they may belong to another live driver, so they are left to it and counted.
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                submit(optuna.trial.Trial(study, frozen._trial_id))
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        started = len(study.get_trials(deepcopy=False, states=counted))
         while started < search.trials and len(running) < width:
             submit(study.ask(distributions))
             started += 1
