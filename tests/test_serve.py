@@ -3,6 +3,7 @@ answers every client mistake with a 4xx JSON error and stays up; the page works 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -153,6 +154,26 @@ def test_binding_beyond_loopback_needs_a_token(run_cli, runs, monkeypatch):
     assert r.code == 2 and "needs a token" in r.err and "Traceback" not in r.err
 
 
+@contextlib.contextmanager
+def uvicorn_server(app, **config):
+    """A real uvicorn server on a free loopback port, in a thread; yields the port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,20 +182,10 @@ def free_port() -> int:
 
 def test_the_page_in_chromium(runs, tmp_path):
     """A person's use of the page: an image's class bars, a text's keyphrases, a pair's score."""
-    import uvicorn
 
     limits = Limits()
     served = load_served([f"{name}={path}" for name, path in runs.items()], "cpu", limits)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(served, limits), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with uvicorn_server(create_app(served, limits)) as port:
         (tmp_path / "cat.png").write_bytes(png(3))
         with browser_page({"width": 1100, "height": 1000}) as (page, errors):
             page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
@@ -203,9 +214,6 @@ def test_the_page_in_chromium(runs, tmp_path):
             shot.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot / "serve.png"), full_page=True)
         assert [e for e in errors if "400" not in e] == []  # the empty text's 400 is expected
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     assert json.loads(json.dumps(served[0].describe()))["requests"] >= 1
 
 
@@ -352,22 +360,12 @@ def test_serve_options_are_range_checked(run_cli, runs, monkeypatch):
 
 
 def test_slow_header_connections_are_dropped(runs):
-    import uvicorn
 
     from nnlab.serve.protocol import protocol_class
 
     limits = Limits()
     served = load_served([str(runs["similarity"])], "cpu", limits)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(served, limits), host="127.0.0.1", port=port,
-                                           log_level="warning", http=protocol_class(1.0)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with uvicorn_server(create_app(served, limits), http=protocol_class(1.0)) as port:
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         for s in slow:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends its headers
@@ -378,9 +376,6 @@ def test_slow_header_connections_are_dropped(runs):
             fine.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             fine.settimeout(5)
             assert b"200 OK" in fine.recv(1000)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_a_run_with_nan_weights_is_refused_in_one_line(runs, tmp_path, run_cli):
