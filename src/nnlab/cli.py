@@ -490,6 +490,7 @@ def demo(
 def main() -> None:
     from nnlab import distributed
 
+    ok = False
     try:
         if distributed.launched():  # started by torchrun: join the process group first
             distributed.init()
@@ -499,6 +500,7 @@ def main() -> None:
             if code == 130:
                 err.print("interrupted")
             sys.exit(code)
+        ok = True
     except NnlabError as e:
         rank = distributed.current().rank
         # one line, bounded: messages quote user data (file lines, fields, names)
@@ -515,4 +517,4 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     finally:
-        distributed.shutdown()
+        distributed.shutdown(ok)

@@ -16,6 +16,7 @@ need all of them). Rank 0's figures are then broadcast, so all ranks take the sa
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -87,9 +88,27 @@ def init(device: str = "auto") -> Dist:
     return _current
 
 
-def shutdown() -> None:
+# how long ranks that finished wait at the end for rank 0's final evaluation and report
+FINISH_WAIT = datetime.timedelta(hours=12)
+
+
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group. After a clean run, every rank first waits for the others (rank
+    0 evaluates and writes the report alone, after the rest have finished): a rank that tore
+    its gloo group down while rank 0 still held it was seen to abort ("terminate called
+    without an active exception", 1 run in a few hundred). After a failure the destroy is
+    skipped: it is collective and would wait on ranks that may never come; torchrun stops
+    them once this rank exits non-zero."""
     global _current
-    if dist.is_initialized():
+    if dist.is_initialized() and ok:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=FINISH_WAIT)
+            else:
+                dist.barrier()
+        except (RuntimeError, dist.DistError):  # another rank failed: torchrun reports it
+            _current = SINGLE
+            return
         dist.destroy_process_group()
     _current = SINGLE
 
