@@ -120,6 +120,16 @@ def test_model_option_type_is_checked():
                       image_size=(32, 32))
 
 
+@pytest.mark.parametrize("model,value,layers", [("bilstm-crf", 64, 1), ("deep-bilstm", 48, 3)])
+def test_a_number_for_per_layer_sizes_means_every_layer(model, value, layers):
+    """`--set model.hidden_sizes=64` (or a tune choice of numbers) builds layers of that size;
+    it once reached the model as an int and ended in a TypeError."""
+    args = models.check_args(model, "keyphrase", {"hidden_sizes": value})
+    assert args["hidden_sizes"] == (value,) * layers
+    default = models.options(model)["hidden_sizes"]
+    assert len(default) == layers
+
+
 def test_too_small_images_are_a_clear_error():
     with pytest.raises(NnlabError, match="too small"):
         models.create("cnn", "image", {}, in_channels=3, num_classes=10, image_size=(8, 8))

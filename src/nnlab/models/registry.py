@@ -110,6 +110,9 @@ def check_args(name: str, task: str, args: dict[str, Any], supplied: tuple[str, 
             raise NnlabError(
                 f"model.{key}: expected {type(default).__name__} for {name}, got {value!r}"
             )
+        if isinstance(default, tuple) and not isinstance(value, tuple):
+            args = {**args, key: (value,) * max(1, len(default))}  # a number: every layer
+            value = args[key]
         _check_range(key, value)
     return args
 
