@@ -27,11 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from nnlab.data.tags import spans_from_tags
-from nnlab.experiment import load_run
 from nnlab.export.onnx import export_run
 from nnlab.host import cpu_name, reference_speeds
 from nnlab.metrics import span_scores
-from nnlab.tasks.keyphrase import encode, predict_tags
+from nnlab.tasks.keyphrase import predict_tags
+from nnlab.tasks.keyphrase_encoding import encode
+from nnlab.tasks.loading import load_run
 
 
 def shipped(file: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nnlab import runs as runs_module
+from nnlab import fileio
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_report_out_onto_a_file_and_a_full_disk(run_cli, run, tmp_path, monkeypa
     out = tmp_path / "rep"
     assert run_cli("report", run, "--out", out, "--title", "first").code == 0
     before = {n: (out / n).read_text() for n in ("report.md", "report.html")}
-    real = runs_module.atomic_write_text
+    real = fileio.atomic_write_text
 
     def full_disk(path: Path, text: str) -> None:
         if "report.html" in path.name:
@@ -101,7 +101,7 @@ def test_report_out_onto_a_file_and_a_full_disk(run_cli, run, tmp_path, monkeypa
             raise NnlabError(f"{path}: cannot write (No space left on device)")
         real(path, text)
 
-    monkeypatch.setattr(runs_module, "atomic_write_text", full_disk)
+    monkeypatch.setattr(fileio, "atomic_write_text", full_disk)
     one_line(run_cli("report", run, "--out", out, "--title", "second"), "No space left")
     assert {n: (out / n).read_text() for n in ("report.md", "report.html")} == before  # both old
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []

@@ -98,3 +98,28 @@ def test_demo_falls_back_to_generated_images_offline(run_cli, monkeypatch, tmp_p
     assert "Could not download cifar10 (cannot download" in said and "[unreachable]" in said  # escaped
     assert "uses generated data" in said
     assert not list(download.downloaded_path("cifar10").parent.glob("*.gz*"))  # no partial archive left
+
+
+def test_demo_spreads_over_a_worker_per_core_only_where_ray_is_installed(monkeypatch):
+    import builtins
+
+    from nnlab.demo import demo_resources
+
+    assert not demo_resources(1).ray  # --workers 1: here, one run after another
+    assert demo_resources(3).workers == 3 and demo_resources(3).threads == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    pytest.importorskip("ray")
+    auto = demo_resources(0)
+    assert auto.ray and auto.workers == 4 and auto.threads == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert not demo_resources(0).ray  # one core: nothing to spread over
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    assert not demo_resources(0).ray  # without the extra: here

@@ -17,9 +17,9 @@ from nnlab import models, tasks
 from nnlab.config import RunConfig
 from nnlab.data.tags import allowed_transitions, tag_set
 from nnlab.device import make_runtime
-from nnlab.export import viterbi as viterbi_module
 from nnlab.export.onnx import export_model
 from nnlab.models.crf import CRF
+from nnlab.shipped import viterbi as viterbi_module
 
 ort = pytest.importorskip("onnxruntime")
 

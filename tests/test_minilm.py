@@ -220,7 +220,7 @@ def test_minilm_runs_refuse_word_vectors(run_cli, tmp_path):
 
 # -- contextual word features for the taggers ---------------------------------------------------
 def test_word_features_average_a_words_pieces_and_window_long_texts(tmp_path, monkeypatch):
-    from nnlab.data import contextual
+    from nnlab.models import contextual
 
     monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(minilm, "WINDOW", 16)  # long texts at a tiny window, windows and all
@@ -250,7 +250,7 @@ def test_word_features_average_a_words_pieces_and_window_long_texts(tmp_path, mo
 def test_fine_tuned_top_layers_over_cached_pieces_equal_the_whole_encoder(tmp_path, monkeypatch):
     """The cached input of the top layers, run through those layers (pretrained weights) and
     pooled per word, gives the frozen encoder's word features, windows and all."""
-    from nnlab.data import contextual
+    from nnlab.models import contextual
     from nnlab.models.tagger import TunedContext
 
     monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path))
@@ -366,8 +366,8 @@ def exported_tagger_finds(run_cli, run, tmp_path, phrases):
 def test_shipped_piece_builder_matches_nnlabs_windows(monkeypatch):
     """FILE.pieces.py (numpy) reads each piece from the window nnlab's cache does, long texts
     and dropped words included."""
-    from nnlab.data import contextual
-    from nnlab.export import pieces
+    from nnlab.models import contextual
+    from nnlab.shipped import pieces
 
     monkeypatch.setattr(minilm, "WINDOW", 16)  # the third text (52 pieces) needs 7 windows
     sequences = [["Keyphrase", "extraction", "with", "unbelievably", "contextual", "features"],

@@ -13,9 +13,10 @@ import torch
 from test_bad_input import assert_clean_failure
 
 from conftest import write_cifar_python
-from nnlab import runs
+from nnlab import fileio, runs
 from nnlab.errors import NnlabError
-from nnlab.runs import RunDir, atomic_write_json, folder_lock
+from nnlab.fileio import atomic_write_json, folder_lock
+from nnlab.runs import RunDir
 
 
 def train_tiny(run_cli, tmp_path: Path, out: Path, *extra: str, epochs: int = 1):
@@ -122,7 +123,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_resumable(tmp_path, run
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(runs.torch, "save", save)
-    monkeypatch.setattr(runs, "free_bytes", lambda folder: 0)
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 0)
     r = train_tiny(run_cli, tmp_path, run, epochs=3)
     assert_clean_failure(r, "last.pt", "no space left on device", after_progress=True)
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1  # the old one, whole

@@ -268,3 +268,49 @@ def test_a_trial_left_running_by_a_killed_driver_is_run_again(tmp_path):
         study_name=STUDY_NAME, storage=f"sqlite:///{out / 'tune.db'}").trials}
     assert states == {0: "COMPLETE", 1: "COMPLETE"} and left.number == 0
     assert (out / "trials" / "trial-0000" / "summary.json").is_file()
+
+
+def test_a_shared_storage_retries_a_dead_drivers_trial_and_leaves_a_live_ones(tmp_path):
+    """Two drivers share one --storage: a trial whose driver stopped beating its heartbeat is
+    failed and its settings run again here; a trial whose driver still beats is left alone."""
+
+    optuna = pytest.importorskip("optuna")
+    from optuna.storages import RDBStorage
+
+    from nnlab import tasks
+    from nnlab.tune import STUDY_NAME, make_search, run_search
+
+    cfg = resolve_config("similarity", "lstm", data="generated", epochs=1, sets=["data.limit=100"])
+    cfg.data.path = tasks.require_data(tasks.get("similarity"), cfg.data.path)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    search = make_search(cfg, ["optim.lr=loguniform(1e-3,1e-2)"], trials=3, seed=0, pruner="none",
+                         storage=url, heartbeat=1)
+    space = {"optim.lr": search.params[0].distribution()}
+    storage = RDBStorage(url, heartbeat_interval=1)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize")
+    dead, live = study.ask(space), study.ask(space)  # two other drivers' trials
+    storage.record_heartbeat(dead._trial_id)  # its last beat, then the driver died
+    stop = threading.Event()
+
+    def beat() -> None:  # the live driver
+        while not stop.is_set():
+            storage.record_heartbeat(live._trial_id)
+            stop.wait(0.3)
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        time.sleep(3.5)  # past the grace period (3 beats) for the dead driver's trial
+        run_search(search, tmp_path / "here", Resources(), QUIET, progress=False)
+    finally:
+        stop.set()
+        beating.join()
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=url).trials
+    states = {t.number: t.state.name for t in trials}
+    assert states[dead.number] == "FAIL" and states[live.number] == "RUNNING"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert retry[0].params == dead.params  # the dead trial's settings, trained again here
+    # 3 trials begun in all: the live one, the retry, one new
+    assert sorted(states.values()) == ["COMPLETE", "COMPLETE", "FAIL", "RUNNING"]
+    assert len(list((tmp_path / "here" / "trials").iterdir())) == 2

@@ -405,6 +405,9 @@ def tune(
     storage: Annotated[str | None, typer.Option(
         help="Optuna storage URL shared by several drivers (e.g. postgresql://...); default: "
              "OUT/tune.db (SQLite)")] = None,
+    heartbeat: Annotated[int, typer.Option(
+        help="with --storage: seconds between this driver's heartbeats; a trial silent for 3 is "
+             "failed and run again", min=1, max=3600)] = 60,
     test: Annotated[bool, typer.Option(help="evaluate the best trial on the test split, once, at the end")
                     ] = False,
     workers: Annotated[int, typer.Option(help="trials at a time, on Ray (needs `nnlab[ray]`)", min=1,
@@ -428,7 +431,7 @@ def tune(
     resources.check()
     cfg = experiment.resolve_config(task, model, config, data, epochs, set_, embeddings)
     cfg.data.path = tasks.require_data(tasks.get(cfg.task), cfg.data.path)
-    search = make_search(cfg, space or [], trials, seed, pruner, storage)
+    search = make_search(cfg, space or [], trials, seed, pruner, storage, heartbeat)
     if not resources.ray and threads:
         import torch
 
@@ -446,8 +449,8 @@ def report(
 ) -> None:
     """Rebuild a comparative report from finished run folders alone, without training."""
     from nnlab.claims import Claim
+    from nnlab.fileio import read_json
     from nnlab.report import build_report
-    from nnlab.runs import read_json
 
     paths: list[Path] = []
     claims = []
@@ -479,11 +482,16 @@ def demo(
     offline: Annotated[bool, typer.Option(
         help="never download CIFAR-10 (without data found, the image study uses generated images)")
     ] = False,
+    workers: Annotated[int, typer.Option(
+        help="runs at a time on local Ray workers, a thread each; 0: one per core when the ray "
+             "extra is installed; 1: one at a time, here", min=0, max=4096)] = 0,
 ) -> None:
     """The quick budget of one study per task (images, keyphrases, similarity); three reports."""
     from nnlab import demo as demo_mod
+    from nnlab.demo import demo_resources
 
-    index = demo_mod.run_demo(Path(out_dir), data, err, offline=offline)
+    index = demo_mod.run_demo(Path(out_dir), data, err, offline=offline,
+                              resources=demo_resources(workers))
     out.print(f"report: {index}")
 
 

@@ -8,6 +8,11 @@ archive (images: CIFAR-10) and no copy found first downloads it when the machine
 the generated data. Studies
 skip finished variants and resume interrupted ones, so a rerun continues where it stopped.
 Sized for 2 CPU cores: a few minutes on the generated data.
+
+With the `ray` extra installed and 2 or more cores, the runs of each study spread over one
+local Ray worker per core, one thread each (`--workers 0`, the default): small models on
+small batches keep one core busy each far better than they use two threads in one process.
+`--workers 1` keeps every run here, one after another.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from nnlab import tasks
 from nnlab.data import download
 from nnlab.data.images import GENERATED
 from nnlab.errors import NnlabError
-from nnlab.runs import atomic_write_text
+from nnlab.executor import Resources
+from nnlab.fileio import atomic_write_text
 from nnlab.studies import data_label, load_study, run_study
 
 DEMO_STUDIES = ("image-report-b", "keyphrase", "similarity")
@@ -64,8 +70,29 @@ def _download(task: str, console: Console) -> str | None:
         return GENERATED
 
 
+def demo_resources(workers: int) -> Resources:
+    """`--workers`: 0 picks one worker per usable core when Ray is installed and no GPU is
+    seen (Ray hides the GPUs from jobs that do not ask for one), else here."""
+    if workers:
+        return Resources(workers=workers, threads=1 if workers > 1 else 0)
+    import torch
+
+    if torch.cuda.is_available():
+        return Resources()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return Resources()
+    return Resources(workers=cores, threads=1) if cores >= 2 else Resources()
+
+
 def run_demo(out: Path, data: str | None, console: Console, budget: str = "quick",
-             offline: bool = False) -> Path:
+             offline: bool = False, resources: Resources | None = None) -> Path:
+    resources = resources or Resources()
+    if resources.ray:
+        console.print(f"Runs spread over {resources.workers} local Ray workers, "
+                      f"{resources.threads_per_job()} thread(s) each (--workers 1: one at a time, here).")
     reports = []
     for name in DEMO_STUDIES:
         study = load_study(name)
@@ -73,7 +100,7 @@ def run_demo(out: Path, data: str | None, console: Console, budget: str = "quick
         where = _data_for(study.task, data)
         if data is None and not offline:  # online, a task's data comes from its archive
             where = _download(study.task, console) or where
-        report = run_study(study, budget, where, out / name, console)
+        report = run_study(study, budget, where, out / name, console, resources=resources)
         reports.append((study, report))
     return _index(out, reports)
 

@@ -43,7 +43,9 @@ from rich.markup import escape
 
 from nnlab.config import RunConfig
 from nnlab.errors import NnlabError, short
-from nnlab.runs import RunDir, read_json
+from nnlab.experiment import resume_run, train_run
+from nnlab.fileio import atomic_write_json, read_json
+from nnlab.runs import RunDir
 
 # (job name, epoch record) -> True to stop that job after this epoch
 Hook = Callable[[str, dict[str, Any]], bool]
@@ -117,8 +119,6 @@ def executor_for(resources: Resources, console: Console, progress: bool = True) 
 def run_job(job: Job, console: Console, progress: bool,
             on_epoch: Callable[[dict[str, Any]], bool] | None, node: str | None = None) -> Done:
     """Train, resume or skip one job's run folder; NnlabError becomes a failed Done (one line)."""
-    from nnlab.experiment import resume_run, train_run
-
     run = RunDir(job.path)
     try:
         if job.path.is_dir() and run.finished:
@@ -135,7 +135,6 @@ def run_job(job: Job, console: Console, progress: bool,
         return Done(job, None, short(e, 500))
     summary = read_json(job.path / "summary.json")
     if node is not None:  # which machine trained it (a cluster's node id)
-        from nnlab.runs import atomic_write_json
 
         summary["node"] = node
         atomic_write_json(job.path / "summary.json", summary)

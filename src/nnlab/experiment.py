@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 
 from nnlab import config as config_mod
@@ -21,9 +20,9 @@ from nnlab import distributed, models, tasks
 from nnlab.config import RunConfig
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
-from nnlab.host import native_bf16
 from nnlab.runs import LAST, RunDir
 from nnlab.tasks import PredictOptions, Task
+from nnlab.tasks.loading import load_model, load_run, open_run
 from nnlab.train import EpochHook, Trainer
 
 
@@ -140,52 +139,6 @@ def _trainer(cfg: RunConfig, task: Task, runtime: Runtime, run: RunDir, console:
     distributed.check_agreement({"config": config, "data": task.info()["data"]["fingerprint"]})
     console = console if distributed.current().main else Console(quiet=True)
     return Trainer(task, cfg, runtime, run, console=console, progress=progress, on_epoch=on_epoch), console
-
-
-# -- using a finished (or running) run ------------------------------------------------------
-def load_run(path: str | Path, device: str = "auto"
-             ) -> tuple[RunDir, RunConfig, Task, torch.nn.Module]:
-    """A run's folder, config, task (from its saved info) and best weights in eval mode."""
-    run, cfg, task = open_run(path, device)
-    return run, cfg, task, load_model(run, task)
-
-
-def open_run(path: str | Path, device: str = "auto") -> tuple[RunDir, RunConfig, Task]:
-    """A run's folder, config and task (from its saved info), on `device`; no weights read."""
-    run = RunDir.open(path)
-    saved = run.read_config()
-    where = str(run.path / "config.json")
-    cfg = config_mod.from_dict(saved["config"], where)
-    kind = tasks.registry.check_config(cfg, f"{where}: task")
-    cfg.train.device = device
-    runtime = make_runtime(cfg.train, kind.conv_net)
-    if runtime.amp_dtype is not None and runtime.device.type == "cpu" and not native_bf16():
-        cfg.train.precision = "fp32"  # trained in bf16 (a GPU, an AMX CPU): emulated here, 10x slower
-        runtime = make_runtime(cfg.train, kind.conv_net)
-    return run, cfg, kind.for_run(cfg, runtime, saved["task_info"])
-
-
-def load_model(run: RunDir, task: Task) -> torch.nn.Module:
-    """The run's best weights in its model, in eval mode on the task's device."""
-    try:
-        model = task.build_model()
-    except (KeyError, TypeError) as e:  # a hand-edited or truncated config.json
-        raise NnlabError(f"{run.path / 'config.json'}: task_info is incomplete ({e!r} missing "
-                         "or wrong)") from None
-    try:
-        weights = run.load_best()
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise NnlabError(f"{run.path}: weights do not fit the model in config.json ({e})") from None
-    for name, tensor in weights.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise NnlabError(f"{run.path}: the best weights hold NaN or infinite values ({name}); "
-                             "the run diverged, and its predictions would be meaningless")
-    runtime = task.runtime
-    model.to(runtime.device, runtime.dtype).eval()
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def evaluate_run(path: str | Path, data: str | None = None, split: str | None = None,

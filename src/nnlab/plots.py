@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from nnlab.runs import atomic_write
+from nnlab.fileio import atomic_write
 
 # labels hold user strings (class and variant names): "$\foo$" is text, not mathtext
 matplotlib.rcParams["text.parse_math"] = False

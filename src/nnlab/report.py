@@ -28,10 +28,13 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 import nnlab
+from nnlab import config as config_mod
 from nnlab import tasks
 from nnlab.claims import Claim, lr_cuts, measure, scores_by_variant, seed_rows
+from nnlab.device import make_runtime
 from nnlab.errors import NnlabError
-from nnlab.runs import RunDir, atomic_write, atomic_write_texts, make_folder, read_json
+from nnlab.fileio import atomic_write, atomic_write_texts, make_folder, read_json
+from nnlab.runs import RunDir
 from nnlab.tasks import Section, Task
 from nnlab.tasks.base import fmt
 
@@ -166,9 +169,6 @@ def _data_line(views: list[RunView]) -> str:
 
 def _model_summary(v: RunView, task: type[Task]) -> tuple[list[str], list[list[str]]]:
     """The variant's layers and parameters, rebuilt from its config (no weights needed)."""
-    from nnlab import config as config_mod
-    from nnlab.device import make_runtime
-
     cfg = config_mod.from_dict(v.config["config"], str(v.run.path / "config.json"))
     used = task.for_run(cfg, make_runtime(cfg.train), v.config["task_info"])
     return used.model_table(used.build_model())

@@ -28,24 +28,20 @@ from rich.markup import escape
 
 from nnlab import distributed, tasks
 from nnlab.claims import Claim
-from nnlab.config import RunConfig
+from nnlab.config import RunConfig, check_choices
 from nnlab.data.images import GENERATED
+from nnlab.device import make_runtime
 from nnlab.errors import NnlabError
-from nnlab.executor import Resources, require_ray
-from nnlab.runs import (
-    LOCK,
-    RunDir,
-    atomic_write_json,
-    folder_lock,
-    make_folder,
-    read_json,
-    run_summary,
-)
+from nnlab.executor import Job as Run
+from nnlab.executor import Resources, executor_for, require_ray
+from nnlab.experiment import evaluate_run, resolve_config, resume_run, train_run
+from nnlab.fileio import LOCK, atomic_write_json, folder_lock, make_folder, read_json
+from nnlab.models import minilm
+from nnlab.report import build_report
+from nnlab.runs import RunDir, run_summary
 
 
 def _minilm_installed() -> None:
-    from nnlab.models import minilm
-
     minilm.model_dir()
 
 
@@ -222,8 +218,6 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
     """Train (or resume, or skip) every variant (at every seed), run the baselines, write the
     report. `seeds`: each variant once per seed (`train.seed`), and every claim measured over
     them. `resources`: spread the runs over Ray workers (`nnlab.executor`); default: here."""
-    from nnlab.experiment import resolve_config
-
     if budget not in BUDGETS:
         raise NnlabError(f"--budget {budget}: unknown (choose from {', '.join(BUDGETS)})")
     resources = resources or Resources()
@@ -260,8 +254,6 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
 def _run_variants(study: Study, budget: str, found: str, out: Path, console: Console, jobs: list[Job],
                   configs: dict[str, RunConfig], sets: list[str], test: bool, progress: bool,
                   resources: Resources) -> Path:
-    from nnlab.report import build_report
-
     main = distributed.current().main
     notes = list(study.notes)
     for v in study.variants:
@@ -329,8 +321,6 @@ def _label(job: Job) -> str:
 
 def _run_here(job: Job, path: Path, cfg: RunConfig, console: Console, progress: bool) -> None:
     """One job in this process (every rank under torchrun), trained, resumed or skipped."""
-    from nnlab.experiment import resume_run, train_run
-
     main = distributed.current().main
     state = None
     if main:  # rank 0 sees the study folder; the others follow its reading
@@ -352,9 +342,6 @@ def _run_here(job: Job, path: Path, cfg: RunConfig, console: Console, progress: 
 def _run_on_executor(jobs: list[Job], paths: list[Path], configs: dict[str, RunConfig],
                      resources: Resources, console: Console, progress: bool) -> list[str]:
     """Every job on Ray workers (see `nnlab.executor`); '' or why each failed."""
-    from nnlab.executor import Job as Run
-    from nnlab.executor import executor_for
-
     executor = executor_for(resources, console, progress)
     try:
         done = executor.run_all([Run(_label(j), p, configs[j.folder])
@@ -415,8 +402,6 @@ def _evaluate_test(paths: list[Path], console: Console, notes: list[str]) -> Non
 
     Only reported: nothing (epoch, offset, variant) is chosen on it.
     """
-    from nnlab.experiment import evaluate_run
-
     for path in paths:
         if (path / "eval" / "test.json").is_file() or _is_baseline(path):
             continue
@@ -437,9 +422,6 @@ def _is_baseline(path: Path) -> bool:
 
 def run_baseline(task: str, b: Baseline, data: str, path: Path, console: Console) -> None:
     """Score an untrained baseline on the study's validation examples, as a run folder."""
-    from nnlab.config import RunConfig, check_choices
-    from nnlab.device import make_runtime
-
     kind = tasks.get(task)
     cfg = RunConfig(task=task)  # the default data options: the variants' split
     cfg.data.path = data

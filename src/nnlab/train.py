@@ -30,8 +30,9 @@ from nnlab import distributed, plots
 from nnlab.config import RunConfig
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
+from nnlab.fileio import atomic_write_json
 from nnlab.optim import Lookahead, build_optimizer, build_scheduler
-from nnlab.runs import RunDir, atomic_write_json, run_summary
+from nnlab.runs import RunDir, run_summary
 from nnlab.tasks.base import EpochAware, Task
 
 

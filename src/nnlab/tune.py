@@ -16,12 +16,19 @@ for several drivers), `trials/trial-NNNN` (one run folder each), `best.toml` (th
 trial's config: `nnlab train --config DIR/best.toml` reruns it) and the report. A rerun of an
 interrupted search keeps its finished trials and resumes the ones that were running.
 
+With a shared `--storage`, each driver has its own DIR (it holds the lock on it) and beats a
+heartbeat for its running trials (Optuna's RDBStorage heartbeat). A trial whose driver died
+stops beating; the next driver to look marks it failed and runs its settings again as a new
+trial in its own folder (Optuna's RetryFailedTrialCallback), so no trial of a dead driver
+stays RUNNING forever and none of a live driver is taken over.
+
 Selection is on validation only: a trial's value is its best epoch's validation metric.
 `--test` evaluates the best trial on the test split once, at the very end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -33,12 +40,15 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from nnlab import tasks
+from nnlab import models, plots, tasks
 from nnlab.config import RunConfig, check_choices
 from nnlab.errors import NnlabError, short
 from nnlab.executor import Done, Job, Resources, executor_for
-from nnlab.runs import atomic_write_json, atomic_write_text, folder_lock, make_folder, read_json
+from nnlab.experiment import evaluate_run
+from nnlab.fileio import atomic_write_json, atomic_write_text, folder_lock, make_folder, read_json
+from nnlab.report import build_report
 from nnlab.search_space import Param, apply, parse_space, toml_value
+from nnlab.tasks import Section
 
 PRUNERS = ("median", "hyperband", "asha", "none")
 STUDY_NAME = "nnlab-tune"
@@ -64,6 +74,7 @@ class Search:
     seed: int = 0
     pruner: str = "median"
     storage: str | None = None
+    heartbeat: int = 60  # seconds between a driver's heartbeats in a shared --storage
 
     def key(self) -> dict[str, Any]:
         """What a rerun in the same folder must match."""
@@ -72,20 +83,32 @@ class Search:
 
 
 def make_search(base: RunConfig, space: list[str], trials: int, seed: int, pruner: str,
-                storage: str | None) -> Search:
+                storage: str | None, heartbeat: int = 60) -> Search:
     require_optuna()
     if not 1 <= trials <= 100_000:
         raise NnlabError(f"--trials: from 1 to 100,000, got {trials}")
+    if not 1 <= heartbeat <= 3600:
+        raise NnlabError(f"--heartbeat: from 1 to 3,600 seconds, got {heartbeat}")
     if pruner not in PRUNERS:
         raise NnlabError(f"--pruner {pruner}: unknown (one of {', '.join(PRUNERS)})")
 
     def check(cfg: RunConfig) -> None:
-        from nnlab import models
-
         check_choices(cfg, tasks.get(cfg.task).choices)
         models.check_args(cfg.model.name, cfg.task, cfg.model.args, tasks.get(cfg.task).supplied)
 
-    return Search(base, parse_space(space, base, check), trials, seed, pruner, storage)
+    return Search(base, parse_space(space, base, check), trials, seed, pruner, storage, heartbeat)
+
+
+def _storage(optuna: Any, search: Search, out: Path) -> Any:
+    """The folder's own SQLite study, or the shared `--storage` with heartbeats: a trial whose
+    driver stopped beating for 3 beats is failed and its settings queued again (at most twice)."""
+    if search.storage is None:
+        return f"sqlite:///{(out / 'tune.db').resolve()}"
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    return RDBStorage(search.storage, heartbeat_interval=search.heartbeat,
+                      grace_period=3 * search.heartbeat,
+                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
 
 
 def _pruner(optuna: Any, name: str, epochs: int) -> Any:
@@ -128,14 +151,14 @@ def run_search(search: Search, out: Path, resources: Resources, console: Console
     make_folder(out)
     with folder_lock(out):
         _claim(out, search)
-        storage = search.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
         try:
             study = optuna.create_study(
-                study_name=STUDY_NAME, storage=storage, load_if_exists=True,
+                study_name=STUDY_NAME, storage=_storage(optuna, search, out), load_if_exists=True,
                 direction="maximize" if kind.higher_is_better else "minimize",
                 pruner=_pruner(optuna, search.pruner, search.base.train.epochs))
         except Exception as e:  # a storage URL that does not answer, a driver that is missing
-            raise NnlabError(f"--storage {storage}: cannot open the Optuna study ({short(e, 200)})") from None
+            raise NnlabError(f"--storage {search.storage or out / 'tune.db'}: cannot open the Optuna "
+                             f"study ({short(e, 200)})") from None
         # seeded by the history as well: a resumed search samples anew, not the first trials again
         study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.trials),
                                                    n_startup_trials=min(8, search.trials))
@@ -178,17 +201,18 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
         params = {k: trial.params[k] for k in distributions}
         executor.submit(Job(name, _trial_path(out, trial.number), apply(search.base, params)))
 
+    beats = _Heartbeat(study, running, search.heartbeat) if search.storage else None
     try:
         if search.storage is None:
             # the folder's own study, locked by this driver: trials still RUNNING were left by a
             # killed driver and resume from their run folders (last.pt). In a shared --storage
-            # they may belong to another live driver, so they are left to it and counted.
+            # they may belong to another live driver: left to it while it beats its heartbeat.
             for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 submit(optuna.trial.Trial(study, frozen._trial_id))
-        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-        started = len(study.get_trials(deepcopy=False, states=counted))
+        optuna.storages.fail_stale_trials(study)  # a dead driver's trials: failed, queued again
+        started = _started(study)
         while started < search.trials and len(running) < width:
-            submit(study.ask(distributions))
+            submit(study.ask(distributions))  # a queued retry first, with its settings
             started += 1
         while running:
             for done in executor.wait():
@@ -197,8 +221,46 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
                 if started < search.trials:
                     submit(study.ask(distributions))
                     started += 1
+            optuna.storages.fail_stale_trials(study)
     finally:
+        if beats is not None:
+            beats.stop()
         executor.close()
+
+
+def _started(study: Any) -> int:
+    """Trials begun so far, in all drivers: finished, pruned, failed or running; a failed trial
+    whose settings were queued again counts once, through its retry."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in retried)
+
+
+class _Heartbeat:
+    """Beats the heartbeat of this driver's running trials in a shared storage, from a thread:
+    a trial's epochs may take longer than the grace period, its driver is alive all the same."""
+
+    def __init__(self, study: Any, running: dict[str, Any], interval: int) -> None:
+        import threading
+
+        self.study, self.running, self.interval = study, running, interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="nnlab-tune-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        storage = self.study._storage
+        while not self.done.is_set():
+            for trial in self.running.copy().values():  # copy: the driver adds and pops
+                with contextlib.suppress(Exception):  # a trial told meanwhile; a storage hiccup
+                    storage.record_heartbeat(trial._trial_id)
+            self.done.wait(self.interval)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
 
 
 def _tell(optuna: Any, study: Any, trial: Any, done: Done) -> None:
@@ -232,8 +294,6 @@ def _write_best(study: Any, search: Search, out: Path, metric: str) -> Path | No
 
 
 def _test_once(out: Path, best: Path, console: Console) -> None:
-    from nnlab.experiment import evaluate_run
-
     result = evaluate_run(best, split="test")
     bulky = tasks.get(result["task"]).detail_keys
     atomic_write_json(out / "best_test.json", {k: v for k, v in result.items() if k not in bulky})
@@ -258,10 +318,6 @@ def trial_rows(study: Any, search: Search, label: Any) -> tuple[list[str], list[
 
 
 def _report(study: Any, search: Search, out: Path, kind: Any, console: Console) -> Path:
-    from nnlab import plots
-    from nnlab.report import build_report
-    from nnlab.tasks import Section
-
     metric, label = kind.main_metric, kind.label(kind.main_metric)
     header, rows = trial_rows(study, search, f"validation {label}")
     sections = [Section("Trials", header, rows)]

@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-from nnlab.runs import atomic_write_text
+from nnlab.fileio import atomic_write_text
 
 # folder -> what it holds; every entry in them is rebuilt on demand when missing
 KINDS = {

@@ -23,7 +23,7 @@ import random
 from pathlib import Path
 
 from nnlab.data.cache import kind_dir
-from nnlab.runs import atomic_write_text
+from nnlab.fileio import atomic_write_text
 
 VERSION = "v2"
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from nnlab.data import cifar, generated, image_folder
 from nnlab.data.cache import kind_dir, touch
 from nnlab.data.files import FileTree
+from nnlab.fileio import atomic_write
 
 LOADER_VERSION = "1"
 GENERATED = "generated"  # the --data value of the built-in generated data set
@@ -85,8 +86,6 @@ def load_images(path: str, use_cache: bool = True) -> ImageSource:
 
 
 def _write_cache(file: Path, source: ImageSource) -> None:
-    from nnlab.runs import atomic_write  # runs is a bottom-floor module too; no cycle at import
-
     tensors = {"train_images": source.train.images.contiguous(), "train_labels": source.train.labels}
     if source.test is not None:
         tensors |= {"test_images": source.test.images.contiguous(), "test_labels": source.test.labels}

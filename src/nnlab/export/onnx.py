@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from nnlab.errors import NnlabError
-from nnlab.runs import atomic_write, atomic_write_text, make_folder
+from nnlab.fileio import atomic_write, atomic_write_text, make_folder
 from nnlab.tasks import Task
+from nnlab.tasks.loading import load_model, open_run
 
 OPSET = 17
 TOLERANCE = 1e-4  # max abs difference between onnxruntime's and PyTorch's outputs (fp32)
@@ -47,8 +48,6 @@ def _onnxruntime():
 def export_run(path: str | Path, out: str | Path, fmt: str = "onnx", force: bool = False
                ) -> dict[str, Any]:
     """Export a run's best weights; returns what was written and the parity check."""
-    from nnlab.experiment import load_model, open_run
-
     if fmt != "onnx":
         raise NnlabError(f"--format {fmt}: unknown (onnx)")
     out = check_out(out)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnlab.errors import NnlabError
 from nnlab.models.registry import register
 
 COMMON = {
@@ -156,8 +157,6 @@ class FastNet(nn.Module):
 def fast_net(in_channels: int, num_classes: int, image_size: tuple[int, int],
              widths: list = [64, 256, 256], whiten_bias_epochs: int = 3) -> nn.Module:  # noqa: B006
     if len(widths) != 3:
-        from nnlab.errors import NnlabError
-
         raise NnlabError(f"model.widths: expected 3 widths, got {widths}")
     return FastNet(in_channels, num_classes, tuple(int(w) for w in widths),
                    whiten_bias_epochs=whiten_bias_epochs)

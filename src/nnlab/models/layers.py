@@ -110,8 +110,6 @@ def flat_features(features: nn.Module, in_channels: int, image_size: tuple[int, 
 
 
 def check_image_size(name: str, image_size: tuple[int, int], minimum: int) -> None:
-    from nnlab.errors import NnlabError
-
     if min(image_size) < minimum:
         raise NnlabError(
             f"model {name}: images of {image_size[1]}x{image_size[0]} are too small "

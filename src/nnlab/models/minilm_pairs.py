@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab.models import minilm
+import nnlab.models.minilm as minilm
 from nnlab.models.layers import upcast
 from nnlab.models.registry import register
 from nnlab.models.siamese import PairHead, SiamesePair, pad_pair

@@ -26,7 +26,7 @@ from nnlab.models.minilm import TopLayers, pool_pieces
 from nnlab.models.registry import register
 
 if TYPE_CHECKING:
-    from nnlab.data.contextual import PieceBatch
+    from nnlab.models.contextual import PieceBatch
 
 
 class CharCNN(nn.Module):
@@ -159,7 +159,7 @@ class SequenceTagger(nn.Module):
         if chars != "none":
             self.chars = (CharCNN if chars == "cnn" else CharLSTM)(num_chars)
             feature_dim += self.chars.out_dim
-        # contextual word features of a pretrained encoder (nnlab.data.contextual): frozen, or
+        # contextual word features of a pretrained encoder (nnlab.models.contextual): frozen, or
         # with its top `context_tune` layers trained here
         self.context: nn.Module | None = None
         if context_dim:

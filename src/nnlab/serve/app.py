@@ -43,8 +43,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import nnlab
 from nnlab.errors import NnlabError, TooLarge, short
+from nnlab.fileio import read_json
 from nnlab.serve.batcher import Batcher
 from nnlab.tasks import PredictOptions, RequestLimits, Task
+from nnlab.tasks.loading import load_model, open_run
 
 PAGE = Path(__file__).with_name("page.html")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -268,9 +270,6 @@ def load_served(specs: list[str], device: str, limits: Limits) -> list[Served]:
     """Each `RUN_DIR` or `NAME=RUN_DIR` loaded, with a batcher on a worker thread of its own
     (so one model's long batch never queues another model's requests; the model's ops use
     torch's threads)."""
-    from nnlab.experiment import load_model, open_run
-    from nnlab.runs import read_json
-
     served, names = [], set()
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)

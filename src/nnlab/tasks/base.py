@@ -31,6 +31,7 @@ from nnlab import distributed, plots
 from nnlab.config import RunConfig
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
+from nnlab.models.summary import parameter_table
 
 E = TypeVar("E")  # a task's labelled examples (ImageData, TaggedText, PairData)
 SPLITS = ("val", "test", "all")  # what `nnlab evaluate --split` names
@@ -308,8 +309,6 @@ class Task:
 
     def model_table(self, model: nn.Module) -> tuple[list[str], list[list[str]]]:
         """The model's layers and parameters, for reports and `nnlab models NAME`."""
-        from nnlab.models.summary import parameter_table
-
         return (["module", "layer", "parameters"],
                 [[name, kind, f"{n:,}"] for name, kind, n in parameter_table(model)])
 

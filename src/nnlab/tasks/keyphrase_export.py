@@ -4,7 +4,7 @@ The graph returns each token's tag scores, the offset of `O` applied; a CRF tagg
 runs beside it (FILE.viterbi.py, numpy). A tagger on contextual features (MiniLM) carries
 its encoder in the graph: besides the words it reads their word pieces, in the windows that
 FILE.pieces.py builds with the tokenizer shipped as FILE.tokenizer.json, and pools each
-word's pieces as nnlab does (nnlab.data.contextual), in fp32 where nnlab's feature cache
+word's pieces as nnlab does (nnlab.models.contextual), in fp32 where nnlab's feature cache
 keeps fp16.
 """
 
@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnlab.data import contextual
+from nnlab.data.conll import TaggedText
 from nnlab.data.tokenize import PTB_BRACKETS, TOKEN
-from nnlab.export import pieces as pieces_module
-from nnlab.export import viterbi as viterbi_module
-from nnlab.export.viterbi import viterbi
-from nnlab.models import minilm
+from nnlab.models import contextual, minilm
+from nnlab.shipped import pieces as pieces_module
+from nnlab.shipped import viterbi as viterbi_module
+from nnlab.shipped.viterbi import viterbi
 from nnlab.tasks.base import ExportSpec
+from nnlab.tasks.keyphrase_encoding import collate, encode_words
 
 LONG_TEXT = 600  # words of the long text in the parity inputs: more than one encoder window
 
@@ -82,9 +83,6 @@ class TaggerScores(nn.Module):
 def export_spec(model: nn.Module, info: dict[str, Any]) -> ExportSpec:
     """Graph: word ids (and character ids, for character-feature taggers), the mask, and the
     word pieces for a tagger on contextual features -> each token's tag scores."""
-    from nnlab.data.conll import TaggedText
-    from nnlab.tasks.keyphrase import _encode_words, collate  # the task module imports this one
-
     with_chars, ctx = model.chars is not None, info.get("contextual")
     words, chars = len(info["vocab"]["items"]), len(info["chars"]["items"])
     crf = model.crf
@@ -117,7 +115,7 @@ def export_spec(model: nn.Module, info: dict[str, Any]) -> ExportSpec:
         # graph must add up (a word's pieces are read from several rows)
         tokens = [[known[i] + (known[j] if p % 3 == 0 else "") for p, (i, j) in enumerate(
                    torch.randint(len(known), (k, 2), generator=gen).tolist())] for k in lengths]
-        batch = collate(_encode_words(TaggedText("export", tokens, [[] for _ in tokens], [0] * n, "bio"),
+        batch = collate(encode_words(TaggedText("export", tokens, [[] for _ in tokens], [0] * n, "bio"),
                                       info), list(range(n)), torch.device("cpu"), with_chars)
         x = {"words": batch["words"], **({"chars": batch["chars"]} if with_chars else {}),
              "mask": batch["mask"]}

@@ -22,7 +22,9 @@ from nnlab.data.cache import kind_dir, touch
 from nnlab.data.pair_augment import extra_pairs
 from nnlab.data.pairs import PairData
 from nnlab.errors import NnlabError
-from nnlab.runs import BEST, atomic_write
+from nnlab.fileio import atomic_write
+from nnlab.runs import BEST
+from nnlab.tasks.loading import load_model, open_run
 
 TIMES_TRAIN = 4  # extra pairs per training pair when data.teacher_pairs is 0
 
@@ -48,8 +50,6 @@ def teacher_pairs(train: PairData, teacher: str | list[str], count: int, device:
 
 def _scores(run: str, train: PairData, pairs: PairData, device: str) -> tuple[torch.Tensor, dict[str, Any]]:
     """One teacher run's scores (N,) of the pairs, read from the cache or computed."""
-    from nnlab.experiment import load_model, open_run
-
     try:
         folder, cfg, task = open_run(run, device)
     except NnlabError as e:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
+import nnlab.models.minilm as minilm
 from nnlab.data.cache import kind_dir, touch
 from nnlab.errors import NnlabError
-from nnlab.models import minilm
 
 ENCODERS = ("minilm",)
 BATCH_PIECES = 8192  # word pieces per encoder batch (sequences sorted by length)
