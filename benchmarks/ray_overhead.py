@@ -22,6 +22,7 @@ from pathlib import Path
 
 import ray
 import torch
+from provenance import provenance
 from rich.console import Console
 
 from nnlab.executor import InProcess, Job, RayExecutor, Resources
@@ -49,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     host = reference_speeds()
     threads = torch.get_num_threads()
-    result: dict = {"host": host, "jobs": 10, "threads": threads}
+    result: dict = {"provenance": provenance(host), "host": host, "jobs": 10, "threads": threads}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # the data generated and cached, torch warmed up, before any timing

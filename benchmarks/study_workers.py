@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import provenance
 from rich.console import Console
 from rich.table import Table
 
@@ -113,7 +114,8 @@ def main() -> None:
             console.print(f"  {n}: {line}", markup=False)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({
-        "study": args.study, "budget": args.budget, "seeds": args.seeds, "data": args.data,
+        "provenance": provenance(host), "study": args.study, "budget": args.budget, "seeds": args.seeds,
+        "data": args.data,
         "workers": args.workers, "threads": args.threads, "host": host,
         "wall_seconds": {k: round(v, 1) for k, v in walls.items()}, "ratio": round(ratio, 3),
         "target_ratio": round(1.15 / args.workers, 3), "max_abs_metric_diff": max(diffs.values()),

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import provenance
 from rich.console import Console
 from rich.table import Table
 
@@ -78,7 +79,8 @@ def main() -> None:
     Console().print(table)
     path = Path(args.json or f"benchmarks/results/tune_{args.task}_{args.model}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"args": vars(args), "host": host, "rows": rows}, indent=1) + "\n")
+    path.write_text(json.dumps({"provenance": provenance(host), "args": vars(args), "host": host,
+                                "rows": rows}, indent=1) + "\n")
     print(f"wrote {path}")
 
 
