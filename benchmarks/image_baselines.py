@@ -53,7 +53,7 @@ def throughput(model: str, data: str, steps: int = 6, batch: int = 128) -> float
         for i in range(steps + 1):
             if i == 1:
                 start = time.perf_counter()
-            out = task.step(trainer.model, next(batches))
+            out = task.step(trainer.model, task.collate(next(batches), gen, 1))
             trainer.optimizer.zero_grad()
             out.loss.backward()
             trainer.optimizer.step()

@@ -38,7 +38,8 @@ def measure(model_name: str, batch: int, steps: int) -> dict:
     task = ImageTask.for_training(cfg, runtime)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(task, cfg, runtime, RunDir(tmp), progress=False)
-        batches = list(task.train_batches(torch.Generator().manual_seed(0), 1))
+        gen = torch.Generator().manual_seed(0)
+        batches = [task.collate(idx, gen, 1) for idx in task.train_batches(gen, 1)]
         model, opt = trainer.model, trainer.optimizer
 
         def bare() -> float:

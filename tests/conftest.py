@@ -12,9 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sentence_class
 from PIL import Image
 
 from nnlab import cli
+
+# the fourth task (sentence classification, one module) is registered for the whole test run,
+# as a user's own task would be: every test that walks the registry meets it
+sentence_class.register()
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_CIFAR = Path(os.environ.get("NNLAB_DATA", SHARED_DATA)) / "cifar10"

@@ -23,8 +23,16 @@ from nnlab.data.vocab import Vocab
 from nnlab.errors import NnlabError
 from nnlab.models.siamese import SentenceEncoder
 from nnlab.tasks import PredictOptions, Section, Source, StepOutput, registry
-from nnlab.tasks.base import eval_mode, fmt, shared
-from nnlab.tasks.text import TextTask, build_vocab, load_pretrained, load_text_source, read_texts, word_args
+from nnlab.tasks.base import FileOptions, eval_mode, fmt, shared
+from nnlab.tasks.text import (
+    TEXT_KEYS,
+    TextTask,
+    build_vocab,
+    load_pretrained,
+    load_text_source,
+    read_texts,
+    word_args,
+)
 
 NAME = "sentence-class"
 
@@ -85,6 +93,9 @@ class SentenceClassTask(TextTask):
     unit = "sentences"
     supplied = ("vocab_size", "num_classes", "frozen_words")
     predict_help = "sentences"
+    data_folders = ("sentences",)  # $NNLAB_DATA/sentences/{train,val,test}.tsv
+    predict_options = FileOptions
+    reads = TEXT_KEYS
 
     def load_source(self, path: str) -> Source[Sentences]:
         def find(root: Path) -> dict[str, Path]:
@@ -141,11 +152,14 @@ class SentenceClassTask(TextTask):
             ids[row, : len(s)] = s
         return ids, lengths, data[1][idx]
 
-    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[Any]:
+    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[list[int]]:
         order = torch.randperm(len(self.train[0]), generator=gen).tolist()
         b = self.cfg.data.batch_size
         for k in range(0, len(order), b):
-            yield self._batch(self.train, order[k : k + b])
+            yield order[k : k + b]
+
+    def collate(self, indices: list[int], gen: torch.Generator, epoch: int) -> Any:
+        return self._batch(self.train, indices)
 
     def step(self, model: nn.Module, batch: Any) -> StepOutput:
         ids, lengths, y = batch
@@ -172,7 +186,7 @@ class SentenceClassTask(TextTask):
                                    else None for i, c in enumerate(self._info["classes"])}
         return result
 
-    def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[str]:
+    def read_inputs(self, inputs: list[str], options: FileOptions) -> list[str]:
         if not inputs:
             raise NnlabError("predict: give at least one sentence")
         return read_texts(inputs, options.files)

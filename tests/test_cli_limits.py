@@ -60,6 +60,10 @@ def test_seeds_out_of_range_leave_nothing(run_cli, tmp_path):
 def test_predict_and_models_options(run_cli, run):
     for k in ("-1", "0", "1001"):
         one_line(run_cli("predict", run, "a b", "c d", "--top-k", k), "--top-k")
+    # each task declares its own predict flags; another task's is named, not ignored
+    one_line(run_cli("predict", run, "a b", "c d", "--top-k", "5"),
+             "--top-k: not an option of similarity runs (their options: --pairs)")
+    one_line(run_cli("predict", run, "a b", "--files"), "--files: not an option of similarity runs")
     for shape in ("-1,32,32", "3,100000,100000", "3,0,32", "x", "3,32"):
         one_line(run_cli("models", "cnn", "--input-shape", shape), "--input-shape")
     one_line(run_cli("models", "fast", "--input-shape", "3,4,4"), "cannot take inputs")
@@ -115,3 +119,17 @@ def test_user_text_is_printed_as_written(run_cli, run, tmp_path):
     for command in ("serve", "export"):
         r = run_cli(command, "--help")
         assert r.code == 0 and f"nnlab[{'serve' if command == 'serve' else 'onnx'}]" in r.out, r.out
+
+
+def test_a_setting_the_task_does_not_read_is_refused(run_cli, tmp_path):
+    """data.cutout on a text run, train.label_smoothing on a similarity run: settings another
+    task reads, once silently ignored, now one line naming the key and its task."""
+    one_line(run_cli(*TRAIN, "--set", "data.cutout=8", "--out", tmp_path / "a"),
+             "data.cutout: not read by similarity runs", "setting of image runs")
+    one_line(run_cli(*TRAIN, "--set", "train.label_smoothing=0.1", "--out", tmp_path / "b"),
+             "train.label_smoothing: not read by similarity runs")
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\ntag_scheme = "bio"\n')
+    one_line(run_cli(*TRAIN, "--config", config, "--out", tmp_path / "c"),
+             "data.tag_scheme: not read by similarity runs", "keyphrase runs", "c.toml")
+    assert not any((tmp_path / n).exists() for n in "abc")

@@ -43,11 +43,17 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _train(args: list[str], tmp_path: Path, procs: int = 1, **kw) -> subprocess.CompletedProcess:
+FOURTH = str(Path(__file__).with_name("with_fourth_task.py"))  # nnlab with the fourth task
+
+
+def _train(args: list[str], tmp_path: Path, procs: int = 1, script: str | None = None, **kw
+           ) -> subprocess.CompletedProcess:
+    """`nnlab train ARGS` in 1 process or under torchrun; `script`: a program in nnlab's place."""
+    main = [script] if script else ["-m", "nnlab"]
     if procs == 1:
-        cmd = [sys.executable, "-m", "nnlab", "train", *args]
+        cmd = [sys.executable, *main, "train", *args]
     else:
-        cmd = [TORCHRUN, "--standalone", f"--nproc_per_node={procs}", "-m", "nnlab", "train", *args]
+        cmd = [TORCHRUN, "--standalone", f"--nproc_per_node={procs}", *main, "train", *args]
     return subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=240, **kw)
 
 
@@ -89,11 +95,12 @@ def _spawnable(result: subprocess.CompletedProcess) -> None:
         pytest.skip("processes cannot open loopback sockets here")
 
 
-def _one_and_two_processes(args: list[str], tmp_path: Path) -> tuple[dict, dict]:
+def _one_and_two_processes(args: list[str], tmp_path: Path, script: str | None = None
+                           ) -> tuple[dict, dict]:
     """Train `args` into tmp/one (1 process) and tmp/two (2 ranks); both runs' last weights."""
-    single = _train([*args, "--out", str(tmp_path / "one")], tmp_path)
+    single = _train([*args, "--out", str(tmp_path / "one")], tmp_path, script=script)
     assert single.returncode == 0, single.stderr
-    double = _train([*args, "--out", str(tmp_path / "two")], tmp_path, procs=2)
+    double = _train([*args, "--out", str(tmp_path / "two")], tmp_path, procs=2, script=script)
     _spawnable(double)
     assert double.returncode == 0, double.stderr
     return _weights(tmp_path / "one"), _weights(tmp_path / "two")
@@ -138,6 +145,23 @@ def test_text_tasks_train_under_two_processes(tmp_path, task, model, sets):
                 for r in ("one", "two"))
     assert one[metric] > 0.1 and abs(one[metric] - two[metric]) < 1e-3
     assert abs(one["val_loss"] - two["val_loss"]) < 1e-3
+
+
+def test_the_fourth_task_takes_the_steps_of_one_with_no_distributed_code(tmp_path):
+    """The task module has no line of distributed code: the training loop shards its global
+    batches of indices and weights each rank's loss (batches of 33 split 17 + 16)."""
+    from test_task_registry import write_sentences
+
+    source = Path(__file__).with_name("sentence_class.py").read_text()
+    assert "distributed" not in source and "shard" not in source
+    data = tmp_path / "sentences"
+    data.mkdir()
+    for split, n, seed in (("train", 200, 0), ("val", 40, 1)):
+        write_sentences(data / f"{split}.tsv", n, seed)
+    args = ["sentence-class", "--model", "sentence-lstm", "--data", str(data), "--epochs", "2",
+            "--set", "data.batch_size=33", "--set", "train.threads=1", "--quiet", *FP64]
+    a, b = _one_and_two_processes(args, tmp_path, script=FOURTH)
+    assert_same_weights(a, b, **SAME)
 
 
 def test_killed_ddp_run_resumes_to_the_same_weights(tmp_path, cifar):

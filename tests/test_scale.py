@@ -300,7 +300,7 @@ def test_a_shared_storage_retries_a_dead_drivers_trial_and_leaves_a_live_ones(tm
     beating = threading.Thread(target=beat, daemon=True)
     beating.start()
     try:
-        time.sleep(3.5)  # past the grace period (3 beats) for the dead driver's trial
+        time.sleep(4.5)  # past the grace period (3 beats; SQLite's clock counts whole seconds)
         run_search(search, tmp_path / "here", Resources(), QUIET, progress=False)
     finally:
         stop.set()

@@ -30,7 +30,6 @@ from test_report_browser import REPO, browser_page
 from nnlab import experiment
 from nnlab.errors import NnlabError
 from nnlab.serve.app import Limits, create_app, load_served
-from nnlab.tasks import PredictOptions
 
 TEXT = "We present a neural network controller for wireless sensor networks."
 PAIR = ["A man is playing a guitar.", "A man plays the guitar."]
@@ -85,16 +84,16 @@ def test_answers_match_nnlab_predict(client, runs, tmp_path):
     r = client.post("/v1/models/image/predict",
                     files=[("file", (Path(f).name, Path(f).read_bytes(), "image/png")) for f in files])
     assert r.status_code == 200, r.text
-    _, expected = experiment.predict_run(runs["image"], files, PredictOptions(), "cpu")
+    _, expected = experiment.predict_run(runs["image"], files, {}, "cpu")
     assert [x["top"] for x in r.json()] == [x["top"] for x in expected]
 
     r = client.post("/v1/models/keyphrase/predict", json={"texts": [TEXT]})
     assert r.status_code == 200, r.text
-    assert r.json() == experiment.predict_run(runs["keyphrase"], [TEXT], PredictOptions(), "cpu")[1]
+    assert r.json() == experiment.predict_run(runs["keyphrase"], [TEXT], {}, "cpu")[1]
 
     r = client.post("/v1/models/similarity/predict", json={"pairs": [PAIR]})
     assert r.status_code == 200, r.text
-    assert r.json() == experiment.predict_run(runs["similarity"], PAIR, PredictOptions(), "cpu")[1]
+    assert r.json() == experiment.predict_run(runs["similarity"], PAIR, {}, "cpu")[1]
 
 
 def test_concurrent_requests_are_batched(client):

@@ -100,7 +100,8 @@ def predict(
     files: Annotated[bool, typer.Option("--files", help="text runs: inputs are text files")] = False,
     pairs: Annotated[str | None, typer.Option(
         help="similarity: a TSV file of sentence pairs (two columns) to score")] = None,
-    top_k: Annotated[int, typer.Option(help="classes to show per image", min=1, max=1000)] = 3,
+    top_k: Annotated[int | None, typer.Option(help="images: classes to show per image [default: 3]",
+                                              min=1, max=1000)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (keyphrases: with offsets)")
                        ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -109,8 +110,9 @@ def predict(
     similarity (whatever the run's task predicts)."""
     from nnlab import experiment
 
-    options = tasks.PredictOptions(files=files, pairs=pairs, top_k=top_k)
-    task, results = experiment.predict_run(run_dir, inputs or [], options, device)
+    given = {"files": files or None, "pairs": pairs, "top_k": top_k}  # the flags given
+    flags = {k: v for k, v in given.items() if v is not None}
+    task, results = experiment.predict_run(run_dir, inputs or [], flags, device)
     if as_json:
         print(_json(results))
         return
@@ -221,6 +223,7 @@ def list_models(
     from nnlab import models
     from nnlab.config import RunConfig
     from nnlab.device import make_runtime
+    from nnlab.tasks.capabilities import ModelExamples, require
 
     if name is None:
         for task in tasks.names():
@@ -236,6 +239,7 @@ def list_models(
     if not (1 <= c <= 4 and 1 <= h <= 512 and 1 <= w <= 512):
         raise NnlabError(f"--input-shape {input_shape}: channels 1-4, height and width 1-512")
     kind = tasks.get(entry.task)
+    require(kind, ModelExamples)
     cfg = RunConfig(task=kind.name)
     cfg.model.name = name
     task = kind.for_run(cfg, make_runtime(cfg.train), kind.example_info((c, h, w), classes))

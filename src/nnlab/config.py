@@ -12,7 +12,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,17 @@ class DataConfig:
     # > 0: cross-encoders also learn SICK's entailment judgments, a loss of this weight beside
     # the score's (multi-task; the judgments are training labels, never read when predicting)
     entailment_weight: float = 0.0
+
+
+# the data settings every task reads; the other data.* keys, and train.label_smoothing, belong
+# to the tasks that declare them (`Task.reads`): set on another task's run, they are refused
+COMMON_DATA_KEYS = ("path", "val_size", "split_seed", "batch_size", "eval_batch_size", "limit")
+
+
+def task_keys() -> frozenset[str]:
+    """The config keys only some tasks read."""
+    return frozenset({f"data.{f.name}" for f in fields(DataConfig) if f.name not in COMMON_DATA_KEYS}
+                     | {"train.label_smoothing"})
 
 
 @dataclass

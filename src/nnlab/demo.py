@@ -31,6 +31,7 @@ from nnlab.data.images import GENERATED
 from nnlab.errors import NnlabError
 from nnlab.executor import Resources
 from nnlab.fileio import atomic_write_text
+from nnlab.host import usable_cores
 from nnlab.studies import data_label, load_study, run_study
 
 DEMO_STUDIES = ("image-report-b", "keyphrase", "similarity")
@@ -79,7 +80,7 @@ def demo_resources(workers: int) -> Resources:
 
     if torch.cuda.is_available():
         return Resources()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     try:
         import ray  # noqa: F401
     except ImportError:

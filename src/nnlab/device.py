@@ -1,8 +1,8 @@
 """Device, precision and memory-format choices, made once per run from the config.
 
 On CUDA the defaults are bf16 autocast and channels-last (tensor cores want both). On CPU a
-task that gains from them (convolution nets: `conv_net`) gets the same where the CPU has
-native bf16 (AVX512-BF16 or AMX: about 2x the fp32 images/s, with accuracy parity in
+model that gains from them (a convolution net, registered with `conv=True`) gets the same
+where the CPU has native bf16 (AVX512-BF16 or AMX: about 2x the fp32 images/s, with accuracy parity in
 benchmarks/image_throughput.py), and fp32 elsewhere, where bf16 is emulated and 10x slower
 or worse; its channels-last default holds in fp32 too (1.6x a 3x3 convolution's fp32 speed on
 a Zen 3 EPYC). Text tasks stay fp32 and contiguous on CPU. `fp64` keeps weights and inputs in
@@ -63,8 +63,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def make_runtime(cfg: TrainConfig, conv_net: bool = False) -> Runtime:
-    """The run's device, precision and layout. `conv_net`: the task's models are convolution
-    nets that want bf16 and channels-last on a CPU that computes bf16 natively."""
+    """The run's device, precision and layout. `conv_net`: the run's model is a convolution
+    net (its registry entry's `conv`), which wants bf16 and channels-last on a CPU that
+    computes bf16 natively."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)

@@ -47,7 +47,6 @@ class Dist:
 
 SINGLE = Dist()
 _current = SINGLE
-_global_batch: int | None = None  # examples in the global batch last sharded
 
 
 def current() -> Dist:
@@ -113,34 +112,31 @@ def shutdown(ok: bool = True) -> None:
     _current = SINGLE
 
 
-def shard(idx: Any) -> Any:
-    """This rank's slice of a global batch of indices (a list or a 1-d tensor): every
-    world-th element from the rank's own offset, so slices differ in size by at most one.
+def shard(idx: Any) -> tuple[Any, int]:
+    """This rank's slice of a global batch of indices (a list or a 1-d tensor), and how many
+    examples all ranks hold together: every world-th element from the rank's own offset, so
+    slices differ in size by at most one. The training loop calls it; tasks never do.
 
     Every rank must step, so a last batch smaller than the world lends its first examples
-    again to the ranks it cannot feed (they then count twice in that one step). Remembers
-    how many examples all ranks hold together, for `scale_loss`."""
-    global _global_batch
+    again to the ranks it cannot feed (they then count twice in that one step)."""
     d = _current
     if not d.enabled:
-        return idx
-    _global_batch = max(len(idx), d.world)
-    return idx[d.rank % len(idx) :: d.world] if d.rank >= len(idx) else idx[d.rank :: d.world]
+        return idx, len(idx)
+    mine = idx[d.rank % len(idx) :: d.world] if d.rank >= len(idx) else idx[d.rank :: d.world]
+    return mine, max(len(idx), d.world)
 
 
-def scale_loss(loss: torch.Tensor, count: int) -> torch.Tensor:
+def scale_loss(loss: torch.Tensor, count: int, total: int) -> torch.Tensor:
     """Weight a rank's mean loss so that DDP's gradient average is the global batch mean.
 
-    `count` is the number of examples the loss is a mean over on this rank, and the global
-    count is what the last `shard` call handed out in all: no communication per step. The
-    rank's loss is multiplied by world * count / global.
+    `count` is the number of examples the loss is a mean over on this rank, `total` what
+    `shard` handed out to all ranks together: no communication per step. The rank's loss is
+    multiplied by world * count / total.
     """
     d = _current
     if not d.enabled:
         return loss
-    if _global_batch is None:
-        raise RuntimeError("scale_loss before shard: the task's batches must come from shard()")
-    return loss * (d.world * count / _global_batch)
+    return loss * (d.world * count / total)
 
 
 def broadcast(obj: Any) -> Any:

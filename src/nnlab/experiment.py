@@ -21,7 +21,7 @@ from nnlab.config import RunConfig
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
 from nnlab.runs import LAST, RunDir
-from nnlab.tasks import PredictOptions, Task
+from nnlab.tasks import Task
 from nnlab.tasks.loading import load_model, load_run, open_run
 from nnlab.train import EpochHook, Trainer
 
@@ -52,13 +52,31 @@ def resolve_config(task: str | None, model: str | None, config_file: str | None 
         if not kind.word_vectors:
             raise NnlabError(f"--embeddings: the {kind.name} task takes no word vectors")
         cfg.data.embeddings = embeddings
+    given = [f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict)
+             for key in values]
     for text in sets or []:
         key, value = config_mod.parse_assignment(text)
         config_mod.set_value(cfg, key, value)
+        given.append(key)
+    _check_read(kind, cfg, given, source)
     models.get(cfg.model.name, kind.name)  # --set model.name=... must name a model too
     models.check_args(cfg.model.name, kind.name, cfg.model.args, kind.supplied)  # before data is read
     tasks.registry.check_config(cfg)
     return cfg
+
+
+def _check_read(kind: type[Task], cfg: RunConfig, given: list[str], source: str) -> None:
+    """A task-specific key the user set (in a config file or with --set) that this task does
+    not read would be silently ignored: refuse it, naming the key and the task. A key left at
+    its default changes nothing and passes (a whole config, as `nnlab tune` writes, holds
+    every key)."""
+    default = RunConfig(task=kind.name)
+    for key in given:
+        if key in config_mod.task_keys() and key not in kind.reads \
+                and config_mod.get_value(cfg, key) != config_mod.get_value(default, key):
+            readers = [t for t in tasks.names() if key in tasks.get(t).reads]
+            raise NnlabError(f"{key}: not read by {kind.name} runs (it is a setting of "
+                             f"{', '.join(readers) or 'no task'} runs); remove it from {source} or --set")
 
 
 def train_run(cfg: RunConfig, out: str | Path, console: Console,
@@ -73,7 +91,7 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
     distributed.barrier()  # every rank checked before rank 0 may create it
     if source is None:
         cfg.data.path = tasks.require_data(kind, cfg.data.path)
-    runtime = make_runtime(cfg.train, kind.conv_net)
+    runtime = make_runtime(cfg.train, models.is_conv(cfg.model.name))
     # the config records what `auto` chose on this host, so a resume elsewhere repeats it
     cfg.train.precision = runtime.precision
     cfg.train.channels_last = "on" if runtime.channels_last else "off"
@@ -120,7 +138,7 @@ def _resume(run: RunDir, console: Console, progress: bool, on_epoch: EpochHook |
     where = str(run.path / "config.json")
     cfg = config_mod.from_dict(saved["config"], where)
     kind = tasks.registry.check_config(cfg, f"{where}: task")
-    runtime = make_runtime(cfg.train, kind.conv_net)
+    runtime = make_runtime(cfg.train, models.is_conv(cfg.model.name))
     task = kind.for_training(cfg, runtime)
     if task.info()["data"]["fingerprint"] != saved["task_info"]["data"]["fingerprint"]:
         raise NnlabError(f"{run.path}: the data at {saved['task_info']['data']['path']} changed "
@@ -161,9 +179,11 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
                      "data": where, "split": split}
 
 
-def predict_run(path: str | Path, inputs: list[str], options: PredictOptions,
+def predict_run(path: str | Path, inputs: list[str], flags: dict[str, Any] | None = None,
                 device: str = "auto") -> tuple[Task, list[dict[str, Any]]]:
-    """The run's predictions on raw inputs (`nnlab predict`'s arguments, read by its task)."""
+    """The run's predictions on raw inputs (`nnlab predict`'s arguments, read by its task);
+    `flags`: the options the user gave (`{"top_k": 5}`), checked against the task's own."""
     run, _cfg, task = open_run(path, device)
+    options = task.predict_options.from_flags(task.name, flags or {})
     raw = task.read_inputs(inputs, options)  # a mistake in the inputs is told before any loading
     return task, task.predict(load_model(run, task), raw, options)

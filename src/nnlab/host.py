@@ -9,6 +9,7 @@ bf16 at 2-4x their fp32 speed. So bf16 is the CPU default only where it is nativ
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import time
 from pathlib import Path
@@ -85,6 +86,14 @@ def conv_gflops(dtype: torch.dtype = torch.bfloat16, channels_last: bool = True,
             conv(x)
 
     return _rate(run, 2 * batch * width * width * 9 * size * size, seconds)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this OS
+        return os.cpu_count() or 1
 
 
 def reference_speeds(seconds: float = 1.0) -> dict[str, float | str | bool]:

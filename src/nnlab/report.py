@@ -77,6 +77,13 @@ def read_run(path: Path, name: str | None = None) -> RunView:
                    test=_json(run.path / "eval" / "test.json"), variant=variant)
 
 
+def _figures(view: RunView) -> list[tuple[str, str]]:
+    """A run's own figures (file name in plots/, what it shows): its curves, then its task's."""
+    task = view.summary.get("task")
+    own = tasks.get(task).run_figures if task in tasks.names() else ()
+    return [("curves.png", "curves"), *own]
+
+
 # -- figures ------------------------------------------------------------------------------------
 def _overlay(views: list[RunView], metric: str, path: Path, label: Callable[[str], str]) -> None:
     """All variants' main metric and loss per epoch on shared axes (train dotted)."""
@@ -319,7 +326,7 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
     md += ["## Runs", ""]
     for v in views:
         md += [f"### {_md(v.name)}", "", f"run folder: {_md(v.run.path)}", ""]
-        for png in ("curves.png", "confusion_val.png", "scatter_val.png"):
+        for png, _alt in _figures(v):
             if (v.run.plots / png).is_file():
                 target = quote(os.path.relpath(v.run.plots / png, out))
                 md.append(f"![{_md(v.name)} {png}]({target})")
@@ -350,8 +357,7 @@ def build_report(run_paths: list[Path], out: Path, title: str, notes: list[str] 
         body += [f"<h3>{html.escape(v.name)}</h3>",
                  f"<p class=note>run folder: <code>{html.escape(str(v.run.path))}</code></p>"
                  "<div class=grid>"]
-        for png, alt in (("curves.png", "curves"), ("confusion_val.png", "confusion matrix"),
-                         ("scatter_val.png", "predicted against gold scores")):
+        for png, alt in _figures(v):
             if (v.run.plots / png).is_file():
                 body.append(_img(v.run.plots / png, f"{v.name} {alt}"))
         body.append("</div>")

@@ -249,10 +249,12 @@ class Trainer:
         start = time.perf_counter()
         with self._progress(epoch, steps) as bar:
             task_id = bar.add_task("train", total=steps, info="") if bar else None
-            for i, batch in enumerate(self.task.train_batches(gen, epoch)):
+            for i, indices in enumerate(self.task.train_batches(gen, epoch)):
+                mine, total = distributed.shard(indices)  # this rank's part of the global batch
+                batch = self.task.collate(mine, gen, epoch)
                 out = self.ddp(batch) if self.ddp else self.task.step(self.step_model, batch)
                 self.optimizer.zero_grad(set_to_none=True)
-                distributed.scale_loss(out.loss, out.count).backward()
+                distributed.scale_loss(out.loss, out.count, total).backward()
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()

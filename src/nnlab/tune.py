@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,11 +105,16 @@ def _storage(optuna: Any, search: Search, out: Path) -> Any:
     driver stopped beating for 3 beats is failed and its settings queued again (at most twice)."""
     if search.storage is None:
         return f"sqlite:///{(out / 'tune.db').resolve()}"
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna import storages
 
-    return RDBStorage(search.storage, heartbeat_interval=search.heartbeat,
-                      grace_period=3 * search.heartbeat,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+    beats = {"heartbeat_interval": search.heartbeat, "grace_period": 3 * search.heartbeat}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna 4.9 renamed it
+            retry = storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+            return storages.RDBStorage(search.storage, heartbeat_stale_trial_callback=retry, **beats)
+        return storages.RDBStorage(search.storage, **beats,
+                                   failed_trial_callback=storages.RetryFailedTrialCallback(max_retry=2))
 
 
 def _pruner(optuna: Any, name: str, epochs: int) -> Any:
@@ -202,6 +208,9 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
         executor.submit(Job(name, _trial_path(out, trial.number), apply(search.base, params)))
 
     beats = _Heartbeat(study, running, search.heartbeat) if search.storage else None
+    # Optuna warns that heartbeats are meant for Study.optimize: here the driver beats them
+    # itself (_Heartbeat), for the trials it hands to the executor
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     try:
         if search.storage is None:
             # the folder's own study, locked by this driver: trials still RUNNING were left by a
@@ -209,23 +218,32 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
             # they may belong to another live driver: left to it while it beats its heartbeat.
             for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 submit(optuna.trial.Trial(study, frozen._trial_id))
-        optuna.storages.fail_stale_trials(study)  # a dead driver's trials: failed, queued again
-        started = _started(study)
-        while started < search.trials and len(running) < width:
-            submit(study.ask(distributions))  # a queued retry first, with its settings
-            started += 1
-        while running:
+        while True:
+            _fail_stale(study, search)  # a dead driver's trials: failed, their settings queued
+            started = _started(study)  # in all drivers, a queued retry in place of its failure
+            while started < search.trials and len(running) < width:
+                submit(study.ask(distributions))  # a queued retry first, with its settings
+                started += 1
+            if not running:
+                break
             for done in executor.wait():
-                trial = running.pop(done.job.name)
-                _tell(optuna, study, trial, done)
-                if started < search.trials:
-                    submit(study.ask(distributions))
-                    started += 1
-            optuna.storages.fail_stale_trials(study)
+                _tell(optuna, study, running.pop(done.job.name), done)
     finally:
         if beats is not None:
             beats.stop()
         executor.close()
+
+
+def _fail_stale(study: Any, search: Search) -> None:
+    """In a shared --storage: fail the trials whose driver stopped beating (Optuna queues
+    their settings again). The folder's own SQLite study has no other driver to fail."""
+    if search.storage is None:
+        return
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _started(study: Any) -> int:

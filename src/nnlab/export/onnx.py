@@ -31,6 +31,7 @@ from torch import nn
 from nnlab.errors import NnlabError
 from nnlab.fileio import atomic_write, atomic_write_text, make_folder
 from nnlab.tasks import Task
+from nnlab.tasks.capabilities import Exportable, require
 from nnlab.tasks.loading import load_model, open_run
 
 OPSET = 17
@@ -53,6 +54,7 @@ def export_run(path: str | Path, out: str | Path, fmt: str = "onnx", force: bool
     out = check_out(out)
     _onnxruntime()
     run, cfg, task = open_run(path, "cpu")
+    require(task, Exportable)
     task.cfg.train.precision = "fp32"
     model = load_model(run, task).float().eval()
     return export_model(task, model, out, force) | {"run": str(run.path), "model": cfg.model.name}
@@ -117,6 +119,7 @@ def check_clobber(paths: list[Path], out: Path, force: bool) -> None:
 def export_model(task: Task, model: nn.Module, out: Path, force: bool = False) -> dict[str, Any]:
     """Write `out` (the graph), `out`.json (meta) and the files the task ships beside them;
     refuse (before any work) when one of them exists (see `check_clobber`)."""
+    require(task, Exportable)
     ort = _onnxruntime()
     spec = task.export_spec(model.eval())
     check_clobber([out, out.with_suffix(".json"), *(out.with_name(out.stem + s) for s in spec.extras)],

@@ -9,6 +9,6 @@ from nnlab.models import (  # noqa: F401  (registration)
     siamese,
     tagger,
 )
-from nnlab.models.registry import check_args, create, get, names, options, register, unregister
+from nnlab.models.registry import check_args, create, get, is_conv, names, options, register, unregister
 
-__all__ = ["check_args", "create", "get", "names", "options", "register", "unregister"]
+__all__ = ["check_args", "create", "get", "is_conv", "names", "options", "register", "unregister"]

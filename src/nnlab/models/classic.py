@@ -47,7 +47,7 @@ class ClassicCNN(nn.Module):
 
 
 def _classic(name: str, description: str, **fixed) -> None:
-    register(name, "image", description, RECIPE, **fixed)(ClassicCNN)
+    register(name, "image", description, RECIPE, conv=True, **fixed)(ClassicCNN)
 
 
 _classic("classic-cnn", "report B: conv 32-64-128 pairs + FC 512")
@@ -70,7 +70,7 @@ class Residual(nn.Module):
 
 
 @register("resnet-style", "image", "report B ResNet-style: 64-64-pool-128-128-pool-256-256-GAP",
-          RECIPE)
+          RECIPE, conv=True)
 def resnet_style(in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
     check_image_size("resnet-style", image_size, 4)
     return nn.Sequential(
@@ -82,7 +82,7 @@ def resnet_style(in_channels: int, num_classes: int, image_size: tuple[int, int]
 
 
 @register("alexnet", "image", "AlexNet-style: 5 convs (64-192-384-256-256), FC 1024-1024",
-          {**RECIPE, "optim.lr": 5e-4})
+          {**RECIPE, "optim.lr": 5e-4}, conv=True)
 def alexnet(in_channels: int, num_classes: int, image_size: tuple[int, int],
             dropout: float = 0.5) -> nn.Module:
     check_image_size("alexnet", image_size, 8)

@@ -163,6 +163,6 @@ def fast_net(in_channels: int, num_classes: int, image_size: tuple[int, int],
 
 
 register("fast", "image", "airbench net for time-to-accuracy, Muon recipe (8 epochs)",
-         RECIPE)(fast_net)
+         RECIPE, conv=True)(fast_net)
 register("fast-sgd", "image", "airbench net, airbench94's SGD + lookahead recipe (10 epochs)",
-         SGD_RECIPE)(fast_net)
+         SGD_RECIPE, conv=True)(fast_net)

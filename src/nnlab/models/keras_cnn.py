@@ -61,13 +61,15 @@ class KerasCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register("cnn", "image", "Keras report CNN: Conv32-Conv64-Conv64, Dense 128-64-32", RECIPE)
+@register("cnn", "image", "Keras report CNN: Conv32-Conv64-Conv64, Dense 128-64-32", RECIPE,
+          conv=True)
 def cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
         dropout: float = 0.0) -> nn.Module:
     return KerasCNN(in_channels, num_classes, image_size, dropout)
 
 
-@register("cnn-dropout", "image", "cnn with dropout 0.5 after the first two dense layers", RECIPE)
+@register("cnn-dropout", "image", "cnn with dropout 0.5 after the first two dense layers", RECIPE,
+          conv=True)
 def cnn_dropout(in_channels: int, num_classes: int, image_size: tuple[int, int],
                 dropout: float = 0.5) -> nn.Module:
     return KerasCNN(in_channels, num_classes, image_size, dropout)

@@ -30,24 +30,27 @@ class ModelEntry:
     recipe: dict[str, Any] = field(default_factory=dict)  # dotted config keys -> values
     defaults: dict[str, Any] = field(default_factory=dict)  # options fixed for this variant
     reads: str = "words"  # text models: "words" (the run's vocabulary) or "wordpieces" (MiniLM's)
+    conv: bool = False  # a convolution net: bf16 and channels-last where the CPU has native bf16
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register(name: str, task: str, description: str, recipe: dict[str, Any] | None = None,
-             reads: str = "words", **defaults: Any):
+             reads: str = "words", conv: bool = False, **defaults: Any):
     """Register `fn` (a function or class) as `name`; `defaults` replace its own option
     defaults for this variant (the user may still override them with `model.*`). `reads`:
     what a text model takes as input ids, the run's word vocabulary or a pretrained
-    encoder's word pieces."""
+    encoder's word pieces. `conv`: a convolution net, which the run's device choice gives
+    bf16 and channels-last where the CPU has native bf16 (`device.make_runtime`)."""
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         unknown = set(defaults) - set(inspect.signature(fn).parameters)
         if unknown:
             raise ValueError(f"model {name!r}: {fn.__name__} has no option {sorted(unknown)}")
-        _REGISTRY[name] = ModelEntry(name, task, fn, description, dict(recipe or {}), defaults, reads)
+        _REGISTRY[name] = ModelEntry(name, task, fn, description, dict(recipe or {}), defaults, reads,
+                                     conv)
         return fn
 
     return wrap
@@ -67,6 +70,13 @@ def get(name: str, task: str | None = None) -> ModelEntry:
         where = f" for task {task!r}" if task else ""
         raise NnlabError(f"--model {name}: unknown model{where}{hint}")
     return entry
+
+
+def is_conv(name: str) -> bool:
+    """Whether `name` is a registered convolution net (an unknown name is not: the error about
+    it comes where the model is built, naming the run's config)."""
+    entry = _REGISTRY.get(name)
+    return entry is not None and entry.conv
 
 
 def names(task: str | None = None) -> list[str]:

@@ -60,11 +60,11 @@ class ResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-@register("resnet18", "image", "ResNet-18, CIFAR stem, 64-128-256-512", RECIPE)
+@register("resnet18", "image", "ResNet-18, CIFAR stem, 64-128-256-512", RECIPE, conv=True)
 def resnet18(in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
     return ResNet(in_channels, num_classes, skip=True)
 
 
-@register("plain18", "image", "resnet18 without skip connections", RECIPE)
+@register("plain18", "image", "resnet18 without skip connections", RECIPE, conv=True)
 def plain18(in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
     return ResNet(in_channels, num_classes, skip=False)

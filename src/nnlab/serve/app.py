@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from nnlab.errors import NnlabError, TooLarge, short
 from nnlab.fileio import read_json
 from nnlab.serve.batcher import Batcher
 from nnlab.tasks import PredictOptions, RequestLimits, Task
+from nnlab.tasks.capabilities import Servable, require
 from nnlab.tasks.loading import load_model, open_run
 
 PAGE = Path(__file__).with_name("page.html")
@@ -274,13 +275,15 @@ def load_served(specs: list[str], device: str, limits: Limits) -> list[Served]:
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
         run, _cfg, task = open_run(path, device)
+        require(task, Servable)
         name = name or run.path.name
         if name in names:
             raise NnlabError(f"{spec}: two runs served as {name!r}; name them: NAME=RUN_DIR")
         names.add(name)
         model = load_model(run, task)
         summary = read_json(run.path / "summary.json") if run.finished else {}
-        options = PredictOptions(top_k=limits.top_k)
+        taken = {f.name for f in fields(task.predict_options)}
+        options = task.predict_options(**({"top_k": limits.top_k} if "top_k" in taken else {}))
 
         def predict(inputs: list[Any], task: Task = task, model: Any = model,
                     options: PredictOptions = options) -> list[Any]:

@@ -13,14 +13,16 @@ methods fall in three groups:
 
 A task object is made for training (`for_training`: reads the data and learns `info`) or for
 a finished run (`for_run`: `info` comes from the run folder and no training data is read).
-Optional hooks have defaults here; the rest raise NotImplementedError.
+Optional hooks have defaults here; the core ones raise NotImplementedError. Serving, export
+and model examples are capabilities beyond the core (`tasks.capabilities`), which a task
+has when it defines their members.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -71,11 +73,27 @@ class Source(Generic[E]):
 
 @dataclass
 class PredictOptions:
-    """`nnlab predict`'s options; each task reads the ones that concern it."""
+    """`nnlab predict`'s options. Each task declares its own subclass (`Task.predict_options`)
+    with the fields it reads; a flag of another task is refused in one line."""
 
-    files: bool = False  # the inputs name text files
-    pairs: str | None = None  # a TSV file of sentence pairs
-    top_k: int = 3  # classes shown per input
+    @classmethod
+    def from_flags(cls, task: str, given: dict[str, Any]) -> PredictOptions:
+        """The options from the flags a user gave (`{"top_k": 5}`), refusing the ones the
+        task does not take, each named as its flag."""
+        known = [f.name for f in fields(cls)]
+        for key in given:
+            if key not in known:
+                theirs = ", ".join(f"--{k.replace('_', '-')}" for k in known) or "none"
+                raise NnlabError(f"--{key.replace('_', '-')}: not an option of {task} runs "
+                                 f"(their options: {theirs})")
+        return cls(**given)
+
+
+@dataclass
+class FileOptions(PredictOptions):
+    """Text tasks: the inputs are texts, or with `--files` text files ('-' reads stdin)."""
+
+    files: bool = False
 
 
 @dataclass
@@ -160,7 +178,6 @@ class Task:
     train_metric: ClassVar[str]  # the cheap metric tracked during training
     higher_is_better: ClassVar[bool] = True  # of the main metric
     unit: ClassVar[str]  # what an example is called ("images", "sentences", "pairs")
-    conv_net: ClassVar[bool] = False  # convolution nets: bf16 + channels-last where the CPU has bf16
     word_vectors: ClassVar[bool] = False  # takes pretrained word vectors (--embeddings)
     labels: ClassVar[dict[str, str]] = {}  # metric -> its name in tables ("span_f1": "span F1")
     extra_metrics: ClassVar[tuple[str, ...]] = ()  # validation metrics shown beside the main one
@@ -175,11 +192,13 @@ class Task:
     # and predictions), run beside the variants of a study
     baselines: ClassVar[dict[str, Callable[[Any], dict[str, Any]]]] = {}
     tta_modes: ClassVar[tuple[str, ...]] = ("none",)  # test-time augmentations it offers
-    # how `nnlab serve` takes its inputs ("files": multipart uploads, "json": a JSON body) and
-    # which of the try-it page's widgets shows its predictions
-    request_kind: ClassVar[str] = "json"
-    page_widget: ClassVar[str] = ""
-    request_help: ClassVar[str] = ""  # the request body, for the API's clients
+    predict_options: ClassVar[type[PredictOptions]] = PredictOptions  # `nnlab predict`'s flags it takes
+    # the task-specific config keys it reads (config.task_keys()): another one set by the user
+    # would be silently ignored, so it is refused in one line
+    reads: ClassVar[frozenset[str]] = frozenset()
+    # the figures `write_plots` makes in a run's plots/ folder (file name, what it shows), which
+    # reports show beside each run's training curves
+    run_figures: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]):
         self.cfg, self.runtime = cfg, runtime
@@ -250,6 +269,14 @@ class Task:
         raise NotImplementedError
 
     def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[Any]:
+        """The epoch's global batches, as indices into the training examples (a list or a 1-d
+        tensor each), in the order `gen` draws. Under torchrun the training loop gives each
+        rank its part of every batch and weights its loss: a task holds no distributed code."""
+        raise NotImplementedError
+
+    def collate(self, indices: Any, gen: torch.Generator, epoch: int) -> Any:
+        """The training examples at `indices` as one batch on the device, for `step`
+        (augmented, where the task augments, with `gen`)."""
         raise NotImplementedError
 
     def step(self, model: nn.Module, batch: Any) -> StepOutput:
@@ -283,13 +310,6 @@ class Task:
         """What a client of the served model should know of its outputs (classes, tags...)."""
         return {}
 
-    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
-                       ) -> list[Any]:
-        """A served request's inputs (its JSON body or uploaded files), checked as strictly as
-        `read_inputs` checks command-line arguments and bounded by `limits` (NnlabError: the
-        client's mistake)."""
-        raise NotImplementedError
-
     @classmethod
     def format_predictions(cls, results: list[dict]) -> list[str]:
         raise NotImplementedError
@@ -313,22 +333,16 @@ class Task:
                 [[name, kind, f"{n:,}"] for name, kind, n in parameter_table(model)])
 
     @classmethod
-    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
-        """A made-up `info` to build any of its models for `nnlab models NAME`."""
-        raise NotImplementedError
-
-    def export_spec(self, model: nn.Module) -> ExportSpec:
-        """The model's ONNX graph: inputs, outputs, dynamic axes and the meta beside it."""
-        raise NotImplementedError
-
-    @classmethod
     def label(cls, metric: str) -> str:
         return cls.labels.get(metric, metric)
 
 
+CONFUSION_FIGURES = (("confusion_val.png", "confusion matrix"),)  # what write_confusion makes
+
+
 def write_confusion(task: Task, folder: Path, val: dict[str, Any], title: str) -> None:
     """`write_plots` of the tasks whose detailed evaluation holds a confusion matrix."""
-    plots.confusion(val["confusion"], val["classes"], folder / "confusion_val.png",
+    plots.confusion(val["confusion"], val["classes"], folder / CONFUSION_FIGURES[0][0],
                     title=f"{title}: validation, best epoch")
 
 

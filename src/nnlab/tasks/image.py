@@ -8,6 +8,7 @@ tensor ops. No DataLoader, no worker processes, no per-image Python.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,12 +30,12 @@ from nnlab.data.images import (
 )
 from nnlab.data.split import holdout
 from nnlab.device import Runtime
-from nnlab.distributed import shard
 from nnlab.errors import NnlabError, TooLarge
 from nnlab.metrics import classification_report, confusion_matrix
 from nnlab.models.layers import upcast
 from nnlab.models.summary import layer_table
 from nnlab.tasks.base import (
+    CONFUSION_FIGURES,
     DataInitialised,
     ExportSpec,
     PredictOptions,
@@ -103,13 +104,17 @@ def match_classes(data: ImageData, classes: list[str], where: str) -> ImageData:
     return ImageData(data.images, mapping[data.labels], list(classes))
 
 
+@dataclass
+class ClassOptions(PredictOptions):
+    top_k: int = 3  # classes shown per image
+
+
 @register_task
 class ImageTask(Task):
     name = "image"
     main_metric = "accuracy"
     train_metric = "accuracy"
     unit = "images"
-    conv_net = True  # bf16 + channels-last on a CPU with native bf16 (device.make_runtime)
     config_columns: ClassVar[dict[str, Any]] = {"augment": "data.augment"}
     detail_keys = ("confusion", "classes")
     supplied = ("in_channels", "num_classes", "image_size")
@@ -119,6 +124,8 @@ class ImageTask(Task):
         "data.augment": ("none", "crop-flip", "keras", "airbench"), "data.tta": TTA_MODES}
     tta_modes = TTA_MODES
     predict_help = "image files"
+    predict_options = ClassOptions
+    reads = frozenset({"data.augment", "data.translate", "data.cutout", "data.tta", "train.label_smoothing"})
     request_kind = "files"
     page_widget = "classes"
     request_help = "multipart/form-data, one or more `file` fields (PNG, JPEG, ...)"
@@ -210,18 +217,19 @@ class ImageTask(Task):
         n, b = len(self.train), self.cfg.data.batch_size
         return n // b if self._drop_last() else -(-n // b)
 
-    def train_batches(self, gen: torch.Generator, epoch: int
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[torch.Tensor]:
         n, b = len(self.train), self.cfg.data.batch_size
         order = torch.randperm(n, generator=gen, device=gen.device)  # (N,)
         for i in range(self.steps_per_epoch()):
-            idx = shard(order[i * b : (i + 1) * b])  # (B,), or this rank's part of it
-            x = self.train.images[idx].to(self.runtime.dtype).div_(255)  # (B, C, H, W) in [0, 1]
-            x = augment(x, self.cfg.data.augment, gen, self.base_flip[idx], epoch,
-                        self.cfg.data.translate)
-            if self.cfg.data.cutout:
-                x = cutout(x, gen, self.cfg.data.cutout, self._mean)
-            yield self._layout(x), self.train.labels[idx]
+            yield order[i * b : (i + 1) * b]  # (B,)
+
+    def collate(self, idx: torch.Tensor, gen: torch.Generator, epoch: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.train.images[idx].to(self.runtime.dtype).div_(255)  # (B, C, H, W) in [0, 1]
+        x = augment(x, self.cfg.data.augment, gen, self.base_flip[idx], epoch, self.cfg.data.translate)
+        if self.cfg.data.cutout:
+            x = cutout(x, gen, self.cfg.data.cutout, self._mean)
+        return self._layout(x), self.train.labels[idx]
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.runtime.channels_last else x
@@ -251,8 +259,6 @@ class ImageTask(Task):
 
     def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[tuple[str, np.ndarray]]:
         """(file, decoded pixels) per image file."""
-        if options.files or options.pairs:
-            raise NnlabError("predict: --files and --pairs are for text runs; give image files")
         if not inputs:
             raise NnlabError("predict: give at least one image file")
         decoded = []
@@ -325,6 +331,7 @@ class ImageTask(Task):
 
     # -- reports ------------------------------------------------------------------------------
     write_plots = write_confusion
+    run_figures = CONFUSION_FIGURES
 
     @classmethod
     def report_sections(cls, runs: list[tuple[str, dict[str, Any]]]) -> list[Section]:

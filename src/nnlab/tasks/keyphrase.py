@@ -31,12 +31,13 @@ from nnlab.data.tags import Span, spans_from_tags, tag_set
 from nnlab.data.tokenize import TokenizerStyle, tokenize
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
-from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
 from nnlab.models import contextual, minilm
 from nnlab.tasks.base import (
+    CONFUSION_FIGURES,
     ExportSpec,
+    FileOptions,
     PredictOptions,
     RequestLimits,
     Section,
@@ -52,6 +53,7 @@ from nnlab.tasks.keyphrase_encoding import Encoded, collate, encode
 from nnlab.tasks.keyphrase_export import export_spec as graph_spec
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.text import (
+    TEXT_KEYS,
     TextTask,
     build_vocab,
     check_request_texts,
@@ -122,6 +124,11 @@ class KeyphraseTask(TextTask):
         "data.encoding": ("bio", "bioes"), "data.invalid_tags": ("repair", "error"),
         "data.train_unit": ("sentence", "document"), "data.contextual": ("", *contextual.ENCODERS)}
     predict_help = "texts ('-' reads stdin; --files: text files)"
+    predict_options = FileOptions
+    reads = TEXT_KEYS | {f"data.{k}" for k in (
+        "max_word_chars", "tag_scheme", "encoding", "collapse_types", "invalid_tags", "train_unit",
+        "calibrate_o_bias", "contextual", "contextual_layers", "contextual_tune", "contextual_lr")}
+    request_kind = "json"
     page_widget = "spans"
     request_help = 'JSON {"texts": ["...", ...]}'
 
@@ -219,7 +226,7 @@ class KeyphraseTask(TextTask):
     def steps_per_epoch(self) -> int:
         return sum(-(-c // self.cfg.data.batch_size) for c in self._chunks())
 
-    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[dict]:
+    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[list[int]]:
         b = self.cfg.data.batch_size
         order = torch.randperm(len(self.train), generator=gen, device=gen.device).tolist()
         batches, at = [], 0
@@ -227,9 +234,11 @@ class KeyphraseTask(TextTask):
             part = sorted(order[at : at + size], key=lambda i: self.train.lengths[i])
             batches += [part[k : k + b] for k in range(0, size, b)]
             at += size
-        with_chars = self._with_chars
         for k in torch.randperm(len(batches), generator=gen, device=gen.device).tolist():
-            yield collate(self.train, shard(batches[k]), self.runtime.device, with_chars)
+            yield batches[k]
+
+    def collate(self, indices: list[int], gen: torch.Generator, epoch: int) -> dict:
+        return collate(self.train, indices, self.runtime.device, self._with_chars)
 
     def step(self, model: TaggerModel, batch: dict) -> StepOutput:
         mask = batch["mask"]
@@ -285,9 +294,7 @@ class KeyphraseTask(TextTask):
         return evaluate_tagger(model, enc, self._info, details, biases, (preds, loss_sum))
 
     # -- prediction ---------------------------------------------------------------------------
-    def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[str]:
-        if options.pairs:
-            raise NnlabError("predict: --pairs is for similarity runs; give texts")
+    def read_inputs(self, inputs: list[str], options: FileOptions) -> list[str]:
         if not inputs:
             raise NnlabError("predict: give at least one text")
         return read_texts(inputs, options.files)
@@ -360,6 +367,7 @@ class KeyphraseTask(TextTask):
 
     # -- reports ------------------------------------------------------------------------------
     write_plots = write_confusion
+    run_figures = CONFUSION_FIGURES
 
     @classmethod
     def report_sections(cls, runs: list[tuple[str, dict[str, Any]]]) -> list[Section]:

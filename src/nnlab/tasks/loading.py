@@ -11,6 +11,7 @@ import torch
 
 import nnlab.tasks.registry as registry
 from nnlab import config as config_mod
+from nnlab import models
 from nnlab.config import RunConfig
 from nnlab.device import make_runtime
 from nnlab.errors import NnlabError
@@ -34,10 +35,10 @@ def open_run(path: str | Path, device: str = "auto") -> tuple[RunDir, RunConfig,
     cfg = config_mod.from_dict(saved["config"], where)
     kind = registry.check_config(cfg, f"{where}: task")
     cfg.train.device = device
-    runtime = make_runtime(cfg.train, kind.conv_net)
+    runtime = make_runtime(cfg.train, models.is_conv(cfg.model.name))
     if runtime.amp_dtype is not None and runtime.device.type == "cpu" and not native_bf16():
         cfg.train.precision = "fp32"  # trained in bf16 (a GPU, an AMX CPU): emulated here, 10x slower
-        runtime = make_runtime(cfg.train, kind.conv_net)
+        runtime = make_runtime(cfg.train, models.is_conv(cfg.model.name))
     return run, cfg, kind.for_run(cfg, runtime, saved["task_info"])
 
 

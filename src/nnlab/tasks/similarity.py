@@ -23,7 +23,6 @@ from nnlab.data.split import holdout
 from nnlab.data.tokenize import TOKEN
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
-from nnlab.distributed import shard
 from nnlab.errors import NnlabError
 from nnlab.metrics import correlations
 from nnlab.models import minilm
@@ -41,6 +40,7 @@ from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
 from nnlab.tasks.similarity_teacher import teacher_pairs
 from nnlab.tasks.text import (
+    TEXT_KEYS,
     TextTask,
     build_vocab,
     check_request_texts,
@@ -159,6 +159,11 @@ def collate_pairs(enc: EncodedPairs, idx: list[int], device: torch.device) -> di
 
 
 
+@dataclass
+class PairOptions(PredictOptions):
+    pairs: str | None = None  # a TSV file of sentence pairs to score
+
+
 @register_task
 class SimilarityTask(TextTask):
     name = "similarity"
@@ -172,6 +177,10 @@ class SimilarityTask(TextTask):
     data_folders = ("sick",)
     choices: ClassVar[dict[str, Any]] = {"data.pair_layout": ("auto", "sick", "sts", "tsv")}
     predict_help = "two sentences (or --pairs FILE.tsv)"
+    predict_options = PairOptions
+    reads = TEXT_KEYS | {f"data.{k}" for k in ("pair_layout", "pair_columns", "score_range", "teacher",
+                                               "teacher_pairs", "entailment_weight")}
+    request_kind = "json"
     page_widget = "score"
     request_help = 'JSON {"pairs": [["a sentence", "another"], ...]}'
     baselines: ClassVar[dict[str, Callable[[PairData], dict]]] = {
@@ -265,11 +274,14 @@ class SimilarityTask(TextTask):
     def steps_per_epoch(self) -> int:
         return -(-len(self.train) // self.cfg.data.batch_size)
 
-    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[dict]:
+    def train_batches(self, gen: torch.Generator, epoch: int) -> Iterator[list[int]]:
         b = self.cfg.data.batch_size
         order = torch.randperm(len(self.train), generator=gen, device=gen.device).tolist()
         for k in range(0, len(order), b):
-            yield collate_pairs(self.train, shard(order[k : k + b]), self.runtime.device)
+            yield order[k : k + b]
+
+    def collate(self, indices: list[int], gen: torch.Generator, epoch: int) -> dict:
+        return collate_pairs(self.train, indices, self.runtime.device)
 
     def step(self, model: PairModel, batch: dict) -> StepOutput:
         with self.runtime.autocast():
@@ -295,9 +307,7 @@ class SimilarityTask(TextTask):
             result["gold"] = data.scores.tolist()
         return result
 
-    def read_inputs(self, inputs: list[str], options: PredictOptions) -> list[tuple[str, str]]:
-        if options.files:
-            raise NnlabError("predict: --files is for keyphrase runs; give two sentences or --pairs FILE")
+    def read_inputs(self, inputs: list[str], options: PairOptions) -> list[tuple[str, str]]:
         return read_pair_inputs(inputs, options.pairs)
 
     def public_info(self) -> dict[str, Any]:
@@ -345,8 +355,10 @@ class SimilarityTask(TextTask):
         return lines + ([f"  note: {r['note']}"] if "note" in r else [])
 
     # -- reports ------------------------------------------------------------------------------
+    run_figures = (("scatter_val.png", "predicted against gold scores"),)
+
     def write_plots(self, folder: Path, val: dict[str, Any], title: str) -> None:
-        plots.scatter(val["predictions"], val["gold"], folder / "scatter_val.png",
+        plots.scatter(val["predictions"], val["gold"], folder / self.run_figures[0][0],
                       title=f"{title}: validation, best epoch (Pearson r {val['pearson']:.3f})")
 
     def export_spec(self, model: nn.Module) -> ExportSpec:

@@ -56,6 +56,10 @@ def load_text_source(path: str, find_files: Callable[[Path], dict[str, Path]],
     return Source(str(root.resolve()), train, val, test, "", fmt), files
 
 
+TEXT_KEYS = frozenset({"data.embeddings", "data.freeze_embeddings", "data.embedding_words",
+                       "data.lowercase", "data.min_count"})  # word vocabulary and vectors
+
+
 class TextTask(Task):
     """A task over sentences or documents: data folders of train/validation/test files."""
 

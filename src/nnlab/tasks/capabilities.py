@@ -1,0 +1,70 @@
+"""What a task may offer beyond its core (train, evaluate, predict), declared as Protocols and
+checked with `isinstance` where a command needs it. A task without a capability gets one
+line from that command ("the sentence-class task cannot be served"), never a traceback.
+
+A task class has a capability when it defines every member of the Protocol: the three
+built-in tasks have them all; `tests/sentence_class.py`, the fourth task, has none.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from torch import nn
+
+from nnlab.errors import NnlabError
+from nnlab.tasks.base import ExportSpec, RequestLimits, Task
+
+
+@runtime_checkable
+class Servable(Protocol):
+    """`nnlab serve`: how a request carries the task's inputs, and the page's widget."""
+
+    request_kind: ClassVar[str]  # "files": multipart uploads; "json": a JSON body
+    page_widget: ClassVar[str]  # the try-it page's widget: "classes", "spans", "score"
+    request_help: ClassVar[str]  # the request body, for the API's clients
+
+    def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
+                       ) -> list[Any]:
+        """A served request's inputs (its JSON body or uploaded files), checked as strictly as
+        `read_inputs` checks command-line arguments and bounded by `limits` (NnlabError: the
+        client's mistake)."""
+        ...
+
+
+@runtime_checkable
+class Exportable(Protocol):
+    """`nnlab export`: the model's ONNX graph, its inputs, outputs and the meta beside it."""
+
+    def export_spec(self, model: nn.Module) -> ExportSpec: ...
+
+
+@runtime_checkable
+class ModelExamples(Protocol):
+    """`nnlab models NAME`: a made-up `info` to build any of the task's models, no data read."""
+
+    @classmethod
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]: ...
+
+
+VERBS = {Servable: "be served", Exportable: "be exported", ModelExamples: "describe its models"}
+
+
+def members(capability: type) -> list[str]:
+    """The names a task must define to have `capability` (its annotations and methods)."""
+    return sorted({*vars(capability).get("__annotations__", {}),
+                   *(n for n, v in vars(capability).items()
+                     if not n.startswith("_") and (callable(v) or isinstance(v, classmethod)))})
+
+
+def has(task: Task | type[Task], capability: type) -> bool:
+    """True when the task (a class or an instance) defines every member of `capability`."""
+    return isinstance(task, capability)
+
+
+def require(task: Task | type[Task], capability: type) -> None:
+    """One line when the task lacks `capability`, naming what it would have to define."""
+    if not has(task, capability):
+        missing = ", ".join(m for m in members(capability) if not hasattr(task, m))
+        raise NnlabError(f"the {task.name} task cannot {VERBS[capability]} (it does not define "
+                         f"{missing})")
