@@ -102,7 +102,7 @@ def test_evaluate_test_split_of_cifar_python(tmp_path, run_cli):
 def _train_cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "nnlab", "train", *extra] if extra[:1] == ("--resume",) else [
         sys.executable, "-m", "nnlab", "train", "image", "--model", "cnn-dropout", "--data",
-        "generated", "--epochs", "4", "--out", str(out), "--set", "data.limit=3000",
+        "generated", "--epochs", "4", "--out", str(out), "--set", "data.limit=1500",
         "--set", "data.augment=crop-flip", "--set", "schedule.name=cosine",
         "--set", "train.threads=1", "--quiet"]
 
