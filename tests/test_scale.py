@@ -314,3 +314,17 @@ def test_a_shared_storage_retries_a_dead_drivers_trial_and_leaves_a_live_ones(tm
     # 3 trials begun in all: the live one, the retry, one new
     assert sorted(states.values()) == ["COMPLETE", "COMPLETE", "FAIL", "RUNNING"]
     assert len(list((tmp_path / "here" / "trials").iterdir())) == 2
+
+
+def test_a_storage_without_its_driver_is_one_line(tmp_path, run_cli):
+    pytest.importorskip("optuna")
+    pytest.importorskip("sqlalchemy")
+    import importlib.util
+
+    if importlib.util.find_spec("MySQLdb") is not None:
+        pytest.skip("the MySQL driver is installed here")
+    r = run_cli("tune", "similarity", "--model", "lstm", "--data", "generated", "--space",
+                "optim.lr=loguniform(1e-3,1e-2)", "--trials", "1", "--storage",
+                "mysql://user:secret@127.0.0.1:9/none", "--out", tmp_path / "s", "--quiet")
+    assert r.code == 2 and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert "no Python driver for this database" in r.err

@@ -162,7 +162,10 @@ def run_search(search: Search, out: Path, resources: Resources, console: Console
                 study_name=STUDY_NAME, storage=_storage(optuna, search, out), load_if_exists=True,
                 direction="maximize" if kind.higher_is_better else "minimize",
                 pruner=_pruner(optuna, search.pruner, search.base.train.epochs))
-        except Exception as e:  # a storage URL that does not answer, a driver that is missing
+        except ImportError:  # SQLAlchemy finds no driver for the URL's database
+            raise NnlabError(f"--storage {search.storage}: no Python driver for this database is "
+                             "installed (PostgreSQL: pip install 'psycopg[binary]')") from None
+        except Exception as e:  # a storage URL that does not answer
             raise NnlabError(f"--storage {search.storage or out / 'tune.db'}: cannot open the Optuna "
                              f"study ({short(e, 200)})") from None
         # seeded by the history as well: a resumed search samples anew, not the first trials again
