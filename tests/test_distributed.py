@@ -95,11 +95,16 @@ def _spawnable(result: subprocess.CompletedProcess) -> None:
         pytest.skip("processes cannot open loopback sockets here")
 
 
-def _one_and_two_processes(args: list[str], tmp_path: Path, script: str | None = None
+def _one_and_two_processes(args: list[str], tmp_path: Path, run_cli, script: str | None = None
                            ) -> tuple[dict, dict]:
-    """Train `args` into tmp/one (1 process) and tmp/two (2 ranks); both runs' last weights."""
-    single = _train([*args, "--out", str(tmp_path / "one")], tmp_path, script=script)
-    assert single.returncode == 0, single.stderr
+    """Train `args` into tmp/one (one process: this one, which saves a Python start) and
+    tmp/two (2 ranks under torchrun); both runs' last weights."""
+    threads = torch.get_num_threads()
+    try:
+        single = run_cli("train", *args, "--out", tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)  # the run's train.threads=1 must not slow later tests
+    assert single.code == 0, single.err
     double = _train([*args, "--out", str(tmp_path / "two")], tmp_path, procs=2, script=script)
     _spawnable(double)
     assert double.returncode == 0, double.stderr
@@ -112,9 +117,9 @@ def cifar(tmp_path) -> Path:
     return write_cifar_python(tmp_path / "data", per_batch=100, batches=2)
 
 
-def test_two_processes_take_the_steps_of_one(tmp_path, cifar):
+def test_two_processes_take_the_steps_of_one(tmp_path, cifar, run_cli):
     base = ["image", "--model", "cnn", "--data", str(cifar), "--epochs", "2", *COMMON]
-    a, b = _one_and_two_processes(base, tmp_path)
+    a, b = _one_and_two_processes(base, tmp_path, run_cli)
     assert all(v.dtype == torch.float64 for v in a.values() if v.is_floating_point())  # really fp64
     assert_same_weights(a, b, **SAME)
     one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
@@ -130,14 +135,14 @@ def test_two_processes_take_the_steps_of_one(tmp_path, cifar):
 
 @pytest.mark.parametrize("task,model,sets", [("keyphrase", "bilstm-crf", ["model.dropout=0"]),
                                              ("similarity", "rnn", [])])
-def test_text_tasks_train_under_two_processes(tmp_path, task, model, sets):
+def test_text_tasks_train_under_two_processes(tmp_path, task, model, sets, run_cli):
     """Variable-length batches: each rank's loss (mean per sentence or pair) is weighted by
     its share of the global batch, so the average gradient is the one-process gradient
     (batches of 33 split 17 + 16: without the weighting, weights differ by about 1e-3)."""
     args = [task, "--model", model, "--data", "generated", "--epochs", "1",
             "--set", "data.batch_size=33", "--set", "train.threads=1", "--quiet", *FP64,
             *[x for s in sets for x in ("--set", s)]]  # no dropout: ranks draw their own masks
-    a, b = _one_and_two_processes(args, tmp_path)
+    a, b = _one_and_two_processes(args, tmp_path, run_cli)
     assert_same_weights(a, b, **SAME)
     # validation split between the ranks, predictions gathered: the whole split's figures
     metric = "val_span_f1" if task == "keyphrase" else "val_pearson"
@@ -147,7 +152,7 @@ def test_text_tasks_train_under_two_processes(tmp_path, task, model, sets):
     assert abs(one["val_loss"] - two["val_loss"]) < 1e-3
 
 
-def test_the_fourth_task_takes_the_steps_of_one_with_no_distributed_code(tmp_path):
+def test_the_fourth_task_takes_the_steps_of_one_with_no_distributed_code(tmp_path, run_cli):
     """The task module has no line of distributed code: the training loop shards its global
     batches of indices and weights each rank's loss (batches of 33 split 17 + 16)."""
     from test_task_registry import write_sentences
@@ -160,7 +165,7 @@ def test_the_fourth_task_takes_the_steps_of_one_with_no_distributed_code(tmp_pat
         write_sentences(data / f"{split}.tsv", n, seed)
     args = ["sentence-class", "--model", "sentence-lstm", "--data", str(data), "--epochs", "2",
             "--set", "data.batch_size=33", "--set", "train.threads=1", "--quiet", *FP64]
-    a, b = _one_and_two_processes(args, tmp_path, script=FOURTH)
+    a, b = _one_and_two_processes(args, tmp_path, run_cli, script=FOURTH)
     assert_same_weights(a, b, **SAME)
 
 
