@@ -25,7 +25,6 @@ from nnlab.models.siamese import SentenceEncoder
 from nnlab.tasks import PredictOptions, Section, Source, StepOutput, registry
 from nnlab.tasks.base import FileOptions, eval_mode, fmt, shared
 from nnlab.tasks.text import (
-    TEXT_KEYS,
     TextTask,
     build_vocab,
     load_pretrained,
@@ -95,7 +94,6 @@ class SentenceClassTask(TextTask):
     predict_help = "sentences"
     data_folders = ("sentences",)  # $NNLAB_DATA/sentences/{train,val,test}.tsv
     predict_options = FileOptions
-    reads = TEXT_KEYS
 
     def load_source(self, path: str) -> Source[Sentences]:
         def find(root: Path) -> dict[str, Path]:

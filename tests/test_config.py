@@ -58,3 +58,17 @@ def test_every_experiment_config_resolves():
     for f in files:  # experiments/<task>/<variant>.toml; studies are checked in test_studies.py
         cfg = resolve_config(f.parent.name, None, str(f))
         assert cfg.model.name, f
+
+
+def test_each_task_specific_setting_has_a_task_and_literal_fields_are_its_choices():
+    """The [data] table is the common section plus each task's own (config.*DataConfig); no
+    setting is read by no task, and a task's choices are its sections' Literal fields."""
+    from nnlab import config, tasks
+
+    owners = {key: [n for n in tasks.names() if key in tasks.get(n).reads] for key in config.task_keys()}
+    assert [key for key, names in owners.items() if not names] == []
+    assert owners["data.cutout"] == ["image"] and owners["data.tag_scheme"] == ["keyphrase"]
+    assert set(owners["data.embeddings"]) >= {"keyphrase", "similarity"}
+    assert tasks.get("keyphrase").choices["data.encoding"] == ("bio", "bioes")
+    assert tasks.get("image").choices["data.augment"] == ("none", "crop-flip", "keras", "airbench")
+    assert "data.augment" not in tasks.get("similarity").choices

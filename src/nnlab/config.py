@@ -14,43 +14,68 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nnlab.errors import NnlabError, short
 
 
 @dataclass
-class DataConfig:
+class CommonDataConfig:
+    """The data settings every task reads."""
+
     path: str | None = None  # None: look in $NNLAB_DATA and the download cache
     val_size: float = 0.1  # < 1: fraction of the training data; >= 1: number of examples
     split_seed: int = 0  # seed of the validation split; fixed so every variant shares one split
-    augment: str = "none"  # none | crop-flip | keras | airbench (translate 2, alternating flip)
-    translate: int = 0  # > 0: pixels of random translation for crop-flip / airbench (4 / 2)
-    cutout: int = 0  # > 0: side of a square per training image filled with the mean colour
-    tta: str = "none"  # test-time augmentation for final evaluation: none | flip | flip-translate
     batch_size: int = 128
     eval_batch_size: int = 1000
     limit: int = 0  # > 0: keep only this many training examples (stratified), for quick runs
-    # -- text (keyphrase, similarity) --
+
+
+@dataclass
+class ImageDataConfig:
+    """Images only."""
+
+    # airbench: translate 2 and alternating flips
+    augment: Literal["none", "crop-flip", "keras", "airbench"] = "none"
+    translate: int = 0  # > 0: pixels of random translation for crop-flip / airbench (4 / 2)
+    cutout: int = 0  # > 0: side of a square per training image filled with the mean colour
+    tta: Literal["none", "flip", "flip-translate"] = "none"  # test-time augmentation, final evaluation
+
+
+@dataclass
+class TextDataConfig:
+    """Text tasks: the word vocabulary and pretrained vectors."""
+
     embeddings: str = ""  # pretrained word vectors: "glove-6b-50d" or a GloVe-format text file
     freeze_embeddings: bool = False  # keep the pretrained vectors fixed
     embedding_words: int = 50_000  # the vectors' most frequent words added to the vocabulary
     lowercase: bool = True  # lower-case words (GloVe 6B is lower-case); characters keep case
     min_count: int = 2  # training words seen fewer times become <unk> (unless pretrained)
+
+
+@dataclass
+class KeyphraseDataConfig:
+    """Keyphrase extraction only."""
+
     max_word_chars: int = 20  # characters per word for character features
-    # -- keyphrase --
-    tag_scheme: str = "auto"  # the files' scheme: auto | bio | bioes | binary
-    encoding: str = "bio"  # the tags the model predicts: bio | bioes
+    tag_scheme: Literal["auto", "bio", "bioes", "binary"] = "auto"  # the files' scheme
+    encoding: Literal["bio", "bioes"] = "bio"  # the tags the model predicts
     collapse_types: bool = False  # one span type (KEY) for typed data
-    invalid_tags: str = "repair"  # an I-X that opens a span: repair (as conlleval) | error
-    train_unit: str = "sentence"  # train on whole documents or on their sentences | document
+    invalid_tags: Literal["repair", "error"] = "repair"  # an I-X that opens a span: repair (as conlleval)
+    train_unit: Literal["sentence", "document"] = "sentence"  # train on whole documents or their sentences
     calibrate_o_bias: bool = True  # after training, pick the decoding offset of O on validation
-    contextual: str = ""  # contextual word features from a frozen pretrained encoder: "" | minilm
+    # contextual word features from a frozen pretrained encoder (models.contextual.ENCODERS)
+    contextual: Literal["", "minilm"] = ""
     contextual_layers: int = 4  # its top layers, mixed by learned weights (ELMo's scalar mix)
     contextual_tune: int = 0  # > 0: fine-tune its top layers (mixed: their input and outputs)
     contextual_lr: float = 1e-4  # the fine-tuned layers' learning rate (the tagger's: optim.lr)
-    # -- similarity --
-    pair_layout: str = "auto"  # auto | sick | sts | tsv
+
+
+@dataclass
+class SimilarityDataConfig:
+    """Sentence-pair similarity only."""
+
+    pair_layout: Literal["auto", "sick", "sts", "tsv"] = "auto"
     pair_columns: tuple[str, str, str] | None = None  # tsv: sentence A, sentence B, score columns
     score_range: tuple[float, float] | None = None  # tsv (or an override): the scores' range
     # a trained similarity run (or a list: their mean) that scores extra pairs of training sentences
@@ -61,15 +86,38 @@ class DataConfig:
     entailment_weight: float = 0.0
 
 
-# the data settings every task reads; the other data.* keys, and train.label_smoothing, belong
-# to the tasks that declare them (`Task.reads`): set on another task's run, they are refused
-COMMON_DATA_KEYS = ("path", "val_size", "split_seed", "batch_size", "eval_batch_size", "limit")
+@dataclass
+class DataConfig(SimilarityDataConfig, KeyphraseDataConfig, TextDataConfig, ImageDataConfig,
+                 CommonDataConfig):
+    """The `[data]` table: the common settings and each task's own section, in one namespace, so
+    TOML keys and `--set data.X` stay flat and old run folders load. A task declares the
+    sections it reads (`Task.data_sections`); a setting of another section is refused on its
+    runs, and `Literal` fields are the choices checked before anything is read."""
+
+
+COMMON_DATA_KEYS = tuple(f.name for f in fields(CommonDataConfig))
 
 
 def task_keys() -> frozenset[str]:
-    """The config keys only some tasks read."""
+    """The config keys only some tasks read: every data section but the common one, and
+    train.label_smoothing (image classification's)."""
     return frozenset({f"data.{f.name}" for f in fields(DataConfig) if f.name not in COMMON_DATA_KEYS}
                      | {"train.label_smoothing"})
+
+
+def section_keys(sections: tuple[type, ...]) -> frozenset[str]:
+    """The dotted keys of some data sections (`data.augment`, ...)."""
+    return frozenset(f"data.{f.name}" for section in sections for f in fields(section))
+
+
+def section_choices(sections: tuple[type, ...]) -> dict[str, tuple[str, ...]]:
+    """Each `Literal` field of the sections, with its allowed values."""
+    out = {}
+    for section in sections:
+        for name, hint in typing.get_type_hints(section).items():
+            if typing.get_origin(hint) is Literal:
+                out[f"data.{name}"] = typing.get_args(hint)
+    return out
 
 
 @dataclass
@@ -281,7 +329,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         raise NnlabError(f"{source}: {key} must be a number, got {value!r}")
-    if hint is str:
+    if hint is str or typing.get_origin(hint) is Literal:  # a Literal's values: check_choices
         if isinstance(value, str):
             return value
         raise NnlabError(f"{source}: {key} must be a string, got {value!r}")

@@ -25,16 +25,19 @@ import hashlib
 import itertools
 import json
 import os
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 import nnlab.models.minilm as minilm
+from nnlab.config import KeyphraseDataConfig
 from nnlab.data.cache import kind_dir, touch
 from nnlab.errors import NnlabError
 
-ENCODERS = ("minilm",)
+# the encoders `data.contextual` may name: the config declares them (a Literal), this module computes them
+ENCODERS = tuple(v for v in typing.get_args(typing.get_type_hints(KeyphraseDataConfig)["contextual"]) if v)
 BATCH_PIECES = 8192  # word pieces per encoder batch (sequences sorted by length)
 
 

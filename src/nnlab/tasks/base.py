@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 from nnlab import distributed, plots
-from nnlab.config import RunConfig
+from nnlab.config import RunConfig, section_choices, section_keys
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.models.summary import parameter_table
 
-E = TypeVar("E")  # a task's labelled examples (ImageData, TaggedText, PairData)
+E = TypeVar("E")  # a task's labelled examples (ImageDataConfig, TaggedText, PairData)
 SPLITS = ("val", "test", "all")  # what `nnlab evaluate --split` names
 
 
@@ -186,7 +186,11 @@ class Task:
     supplied: ClassVar[tuple[str, ...]] = ()  # model options the task fills in from the data
     data_folders: ClassVar[tuple[str, ...]] = ()  # where its data usually lies below $NNLAB_DATA
     download: ClassVar[str | None] = None  # a `nnlab data get` name that fetches its data
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {}  # config keys only it reads: allowed values
+    # the [data] sections it reads beyond the common one (config.ImageDataConfig, ...) and the
+    # other task-specific keys it reads; `reads` and `choices` (the sections' Literal fields)
+    # follow from them
+    data_sections: ClassVar[tuple[type, ...]] = ()
+    extra_reads: ClassVar[frozenset[str]] = frozenset()
     predict_help: ClassVar[str] = "inputs"  # what `nnlab predict` takes for it
     # untrained reference scorers (name -> function of the validation examples -> the metrics
     # and predictions), run beside the variants of a study
@@ -196,6 +200,12 @@ class Task:
     # the task-specific config keys it reads (config.task_keys()): another one set by the user
     # would be silently ignored, so it is refused in one line
     reads: ClassVar[frozenset[str]] = frozenset()
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}  # its keys' allowed values
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reads = section_keys(cls.data_sections) | cls.extra_reads
+        cls.choices = section_choices(cls.data_sections)
     # the figures `write_plots` makes in a run's plots/ folder (file name, what it shows), which
     # reports show beside each run's training curves
     run_figures: ClassVar[tuple[tuple[str, str], ...]] = ()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnlab import distributed, models
-from nnlab.config import DataConfig, RunConfig
+from nnlab.config import DataConfig, ImageDataConfig, RunConfig
 from nnlab.data.augment import augment, cutout
 from nnlab.data.image_folder import decode_image, image_size
 from nnlab.data.images import (
@@ -120,12 +120,11 @@ class ImageTask(Task):
     supplied = ("in_channels", "num_classes", "image_size")
     data_folders = ("cifar10", "cifar-10-batches-py", "cifar-10-batches-bin")
     download = "cifar10"
-    choices: ClassVar[dict[str, Any]] = {
-        "data.augment": ("none", "crop-flip", "keras", "airbench"), "data.tta": TTA_MODES}
+    data_sections = (ImageDataConfig,)
+    extra_reads = frozenset({"train.label_smoothing"})
     tta_modes = TTA_MODES
     predict_help = "image files"
     predict_options = ClassOptions
-    reads = frozenset({"data.augment", "data.translate", "data.cutout", "data.tta", "train.label_smoothing"})
     request_kind = "files"
     page_widget = "classes"
     request_help = "multipart/form-data, one or more `file` fields (PNG, JPEG, ...)"

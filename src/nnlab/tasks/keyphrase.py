@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nnlab import distributed, models
-from nnlab.config import RunConfig
+from nnlab.config import KeyphraseDataConfig, RunConfig, TextDataConfig
 from nnlab.data.conll import (
     TaggedText,
     carve_validation,
@@ -53,7 +53,6 @@ from nnlab.tasks.keyphrase_encoding import Encoded, collate, encode
 from nnlab.tasks.keyphrase_export import export_spec as graph_spec
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.text import (
-    TEXT_KEYS,
     TextTask,
     build_vocab,
     check_request_texts,
@@ -119,15 +118,9 @@ class KeyphraseTask(TextTask):
     supplied = ("vocab_size", "tags", "encoding", "num_chars", "frozen_words", "context_dim",
                 "context_layers", "context_tune", "context_lr")
     data_folders = ("keyphrase/inspec", "inspec")
-    choices: ClassVar[dict[str, Any]] = {
-        "data.tag_scheme": ("auto", "bio", "bioes", "binary"),
-        "data.encoding": ("bio", "bioes"), "data.invalid_tags": ("repair", "error"),
-        "data.train_unit": ("sentence", "document"), "data.contextual": ("", *contextual.ENCODERS)}
+    data_sections = (TextDataConfig, KeyphraseDataConfig)
     predict_help = "texts ('-' reads stdin; --files: text files)"
     predict_options = FileOptions
-    reads = TEXT_KEYS | {f"data.{k}" for k in (
-        "max_word_chars", "tag_scheme", "encoding", "collapse_types", "invalid_tags", "train_unit",
-        "calibrate_o_bias", "contextual", "contextual_layers", "contextual_tune", "contextual_lr")}
     request_kind = "json"
     page_widget = "spans"
     request_help = 'JSON {"texts": ["...", ...]}'

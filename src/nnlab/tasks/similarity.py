@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nnlab import models, plots
-from nnlab.config import RunConfig
+from nnlab.config import RunConfig, SimilarityDataConfig, TextDataConfig
 from nnlab.data.pairs import PairData, find_pair_files, read_pairs, words
 from nnlab.data.split import holdout
 from nnlab.data.tokenize import TOKEN
@@ -40,7 +40,6 @@ from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
 from nnlab.tasks.similarity_teacher import teacher_pairs
 from nnlab.tasks.text import (
-    TEXT_KEYS,
     TextTask,
     build_vocab,
     check_request_texts,
@@ -175,11 +174,9 @@ class SimilarityTask(TextTask):
     detail_keys = ("predictions", "gold")
     supplied = ("vocab_size", "score_range", "frozen_words", "entailment_classes", "entailment_weight")
     data_folders = ("sick",)
-    choices: ClassVar[dict[str, Any]] = {"data.pair_layout": ("auto", "sick", "sts", "tsv")}
+    data_sections = (TextDataConfig, SimilarityDataConfig)
     predict_help = "two sentences (or --pairs FILE.tsv)"
     predict_options = PairOptions
-    reads = TEXT_KEYS | {f"data.{k}" for k in ("pair_layout", "pair_columns", "score_range", "teacher",
-                                               "teacher_pairs", "entailment_weight")}
     request_kind = "json"
     page_widget = "score"
     request_help = 'JSON {"pairs": [["a sentence", "another"], ...]}'

@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from torch import nn
 
-from nnlab.config import DataConfig, RunConfig
+from nnlab.config import DataConfig, RunConfig, TextDataConfig
 from nnlab.data.embeddings import WordVectors, embedding_matrix, load_vectors
 from nnlab.data.generated_text import generated_text_folder, rebuilt_if_generated
 from nnlab.data.tokenize import count_tokens
@@ -56,14 +56,11 @@ def load_text_source(path: str, find_files: Callable[[Path], dict[str, Path]],
     return Source(str(root.resolve()), train, val, test, "", fmt), files
 
 
-TEXT_KEYS = frozenset({"data.embeddings", "data.freeze_embeddings", "data.embedding_words",
-                       "data.lowercase", "data.min_count"})  # word vocabulary and vectors
-
-
 class TextTask(Task):
     """A task over sentences or documents: data folders of train/validation/test files."""
 
     word_vectors = True
+    data_sections = (TextDataConfig,)
 
     @classmethod
     def generated_data(cls) -> str:
