@@ -19,7 +19,7 @@ interrupted search keeps its finished trials and resumes the ones that were runn
 With a shared `--storage`, each driver has its own DIR (it holds the lock on it) and beats a
 heartbeat for its running trials (Optuna's RDBStorage heartbeat). A trial whose driver died
 stops beating; the next driver to look marks it failed and runs its settings again as a new
-trial in its own folder (Optuna's RetryFailedTrialCallback), so no trial of a dead driver
+trial in its own folder (Optuna's retry callback), so no trial of a dead driver
 stays RUNNING forever and none of a live driver is taken over.
 
 Selection is on validation only: a trial's value is its best epoch's validation metric.
@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -211,30 +212,31 @@ def _search(optuna: Any, study: Any, search: Search, out: Path, resources: Resou
         executor.submit(Job(name, _trial_path(out, trial.number), apply(search.base, params)))
 
     beats = _Heartbeat(study, running, search.heartbeat) if search.storage else None
-    # Optuna warns that heartbeats are meant for Study.optimize: here the driver beats them
-    # itself (_Heartbeat), for the trials it hands to the executor
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    try:
-        if search.storage is None:
-            # the folder's own study, locked by this driver: trials still RUNNING were left by a
-            # killed driver and resume from their run folders (last.pt). In a shared --storage
-            # they may belong to another live driver: left to it while it beats its heartbeat.
-            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                submit(optuna.trial.Trial(study, frozen._trial_id))
-        while True:
-            _fail_stale(study, search)  # a dead driver's trials: failed, their settings queued
-            started = _started(study)  # in all drivers, a queued retry in place of its failure
-            while started < search.trials and len(running) < width:
-                submit(study.ask(distributions))  # a queued retry first, with its settings
-                started += 1
-            if not running:
-                break
-            for done in executor.wait():
-                _tell(optuna, study, running.pop(done.job.name), done)
-    finally:
-        if beats is not None:
-            beats.stop()
-        executor.close()
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats are meant for Study.optimize: here the driver beats them
+        # itself (_Heartbeat), for the trials it hands to the executor
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        try:
+            if search.storage is None:
+                # the folder's own study, locked by this driver: trials still RUNNING were left by a
+                # killed driver and resume from their run folders (last.pt). In a shared --storage
+                # they may belong to another live driver: left to it while it beats its heartbeat.
+                for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    submit(optuna.trial.Trial(study, frozen._trial_id))
+            while True:
+                _fail_stale(study, search)  # a dead driver's trials: failed, their settings queued
+                started = _started(study)  # in all drivers, a queued retry in place of its failure
+                while started < search.trials and len(running) < width:
+                    submit(study.ask(distributions))  # a queued retry first, with its settings
+                    started += 1
+                if not running:
+                    break
+                for done in executor.wait():
+                    _tell(optuna, study, running.pop(done.job.name), done)
+        finally:
+            if beats is not None:
+                beats.stop()
+            executor.close()
 
 
 def _fail_stale(study: Any, search: Search) -> None:
@@ -264,8 +266,6 @@ class _Heartbeat:
     a trial's epochs may take longer than the grace period, its driver is alive all the same."""
 
     def __init__(self, study: Any, running: dict[str, Any], interval: int) -> None:
-        import threading
-
         self.study, self.running, self.interval = study, running, interval
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="nnlab-tune-heartbeat", daemon=True)

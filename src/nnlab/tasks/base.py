@@ -35,7 +35,7 @@ from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.models.summary import parameter_table
 
-E = TypeVar("E")  # a task's labelled examples (ImageDataConfig, TaggedText, PairData)
+E = TypeVar("E")  # a task's labelled examples (ImageData, TaggedText, PairData)
 SPLITS = ("val", "test", "all")  # what `nnlab evaluate --split` names
 
 
@@ -202,13 +202,14 @@ class Task:
     reads: ClassVar[frozenset[str]] = frozenset()
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}  # its keys' allowed values
 
+    # the figures `write_plots` makes in a run's plots/ folder (file name, what it shows), which
+    # reports show beside each run's training curves
+    run_figures: ClassVar[tuple[tuple[str, str], ...]] = ()
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.reads = section_keys(cls.data_sections) | cls.extra_reads
         cls.choices = section_choices(cls.data_sections)
-    # the figures `write_plots` makes in a run's plots/ folder (file name, what it shows), which
-    # reports show beside each run's training curves
-    run_figures: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]):
         self.cfg, self.runtime = cfg, runtime
