@@ -89,7 +89,7 @@ def test_demo_falls_back_to_generated_images_offline(run_cli, monkeypatch, tmp_p
     from rich.console import Console
 
     from nnlab import demo
-    from nnlab.data.images import GENERATED
+    from nnlab.data import GENERATED
 
     monkeypatch.setitem(download.ARCHIVES, "cifar10", download.Archive(
         url=(tmp_path / "[unreachable].tar.gz").as_uri(), sha256="0" * 64, filename="x.tar.gz"))

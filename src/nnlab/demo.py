@@ -26,8 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from nnlab import tasks
-from nnlab.data import download
-from nnlab.data.images import GENERATED
+from nnlab.data import GENERATED, download
 from nnlab.errors import NnlabError
 from nnlab.executor import Resources
 from nnlab.fileio import atomic_write_text

@@ -29,24 +29,16 @@ from rich.markup import escape
 from nnlab import distributed, tasks
 from nnlab.claims import Claim
 from nnlab.config import RunConfig, check_choices
-from nnlab.data.images import GENERATED
+from nnlab.data import GENERATED
 from nnlab.device import make_runtime
 from nnlab.errors import NnlabError
 from nnlab.executor import Job as Run
 from nnlab.executor import Resources, executor_for, require_ray
 from nnlab.experiment import evaluate_run, resolve_config, resume_run, train_run
 from nnlab.fileio import LOCK, atomic_write_json, folder_lock, make_folder, read_json
-from nnlab.models import minilm
+from nnlab.models import EXTRAS, check_extra
 from nnlab.report import build_report
 from nnlab.runs import RunDir, run_summary
-
-
-def _minilm_installed() -> None:
-    minilm.model_dir()
-
-
-# optional extras a variant may require -> a check raising NnlabError (one line) when absent
-EXTRAS: dict[str, Any] = {"minilm": _minilm_installed}
 
 BUDGETS = ("quick", "cpu", "full")  # minutes a variant; the reports' claims on 2 cores; a GPU
 STUDY_FILE = "study.json"  # in the study's output folder: what it was started with
@@ -259,7 +251,7 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
     for v in study.variants:
         if v.requires:
             try:
-                EXTRAS[v.requires]()
+                check_extra(v.requires)
             except NnlabError as e:
                 console.print(f"[yellow]{escape(v.name)}: skipped ({escape(str(e))})[/]")
                 notes.append(f"Variant {v.name!r} skipped: {e}.")

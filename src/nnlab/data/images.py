@@ -16,13 +16,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nnlab.data import cifar, generated, image_folder
+from nnlab.data import GENERATED, cifar, generated, image_folder
 from nnlab.data.cache import kind_dir, touch
 from nnlab.data.files import FileTree
 from nnlab.fileio import atomic_write
 
 LOADER_VERSION = "1"
-GENERATED = "generated"  # the --data value of the built-in generated data set
 
 
 @dataclass

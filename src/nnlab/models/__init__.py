@@ -9,6 +9,18 @@ from nnlab.models import (  # noqa: F401  (registration)
     siamese,
     tagger,
 )
-from nnlab.models.registry import check_args, create, get, is_conv, names, options, register, unregister
+from nnlab.models.registry import (
+    EXTRAS,
+    check_args,
+    check_extra,
+    create,
+    get,
+    is_conv,
+    names,
+    options,
+    register,
+    unregister,
+)
 
-__all__ = ["check_args", "create", "get", "is_conv", "names", "options", "register", "unregister"]
+__all__ = ["EXTRAS", "check_args", "check_extra", "create", "get", "is_conv", "names", "options", "register",
+           "unregister"]

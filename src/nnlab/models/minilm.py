@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nnlab.errors import NnlabError
+from nnlab.models.registry import register_extra
 from nnlab.shipped import pieces as shipped
 
 NAME = "all-MiniLM-L6-v2"
@@ -36,6 +37,9 @@ def model_dir() -> Path:
     except ImportError:
         raise NnlabError(f"{NAME} models need the extra: {INSTALL}") from None
     return Path(package.get_model_path())
+
+
+register_extra("minilm", model_dir)  # studies' `requires = "minilm"` variants
 
 
 @functools.cache

@@ -61,6 +61,20 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+# optional extras some models need (a study variant's `requires`): name -> a check that
+# raises NnlabError, one line naming the install, when the extra is absent
+EXTRAS: dict[str, Callable[[], Any]] = {}
+
+
+def register_extra(name: str, check: Callable[[], Any]) -> None:
+    EXTRAS[name] = check
+
+
+def check_extra(name: str) -> None:
+    """Raise NnlabError (one line) when the optional extra `name` is not installed."""
+    EXTRAS[name]()
+
+
 def get(name: str, task: str | None = None) -> ModelEntry:
     entry = _REGISTRY.get(name)
     if entry is None or (task is not None and entry.task != task):

@@ -19,15 +19,10 @@ from torch import nn
 
 from nnlab import distributed, models
 from nnlab.config import DataConfig, ImageDataConfig, RunConfig
+from nnlab.data import GENERATED
 from nnlab.data.augment import augment, cutout
 from nnlab.data.image_folder import decode_image, image_size
-from nnlab.data.images import (
-    GENERATED,
-    ImageData,
-    ImageSource,
-    channel_stats,
-    load_images,
-)
+from nnlab.data.images import ImageData, ImageSource, channel_stats, load_images
 from nnlab.data.split import holdout
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError, TooLarge

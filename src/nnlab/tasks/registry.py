@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from nnlab.config import RunConfig, check_choices
+from nnlab.data import GENERATED
 from nnlab.data.download import downloaded_path
-from nnlab.data.images import GENERATED
 from nnlab.errors import NnlabError
 from nnlab.tasks.base import Task
 
