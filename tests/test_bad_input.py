@@ -1,5 +1,6 @@
 """Every user mistake: one clear line naming the file or option, exit code 2, nothing written."""
 
+import json
 import os
 import pickle
 import re
@@ -260,6 +261,23 @@ def test_evaluate_and_predict_on_a_broken_config(tmp_path, run_cli, content, nee
     (run / "config.json").write_text(content)
     assert_clean_failure(run_cli("evaluate", run), "config.json", needle)
     assert_clean_failure(run_cli("predict", run, "x.png"), "config.json", needle)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda info: info.pop("mean"), "task_info.mean is missing"),
+    (lambda info: info.update(classes="cat,dog"), "task_info.classes should be a list, found str"),
+    (lambda info: info["data"].update(train_examples="many"),
+     "task_info.data.train_examples should be a whole number"),
+])
+def test_a_hand_edited_task_info_is_named_field_by_field(tmp_path, run_cli, edit, needle):
+    """The saved info is a typed record (nnlab.tasks.info): a missing or mistyped field is one
+    line naming it, before any model is built."""
+    run = tmp_path / "run"
+    assert train(run_cli, write_image_folder(tmp_path / "d"), run).code == 0
+    saved = json.loads((run / "config.json").read_text())
+    edit(saved["task_info"])
+    (run / "config.json").write_text(json.dumps(saved))
+    assert_clean_failure(run_cli("evaluate", run), "config.json", needle)
 
 
 def test_out_below_a_file_or_unwritable(tmp_path, run_cli):

@@ -202,6 +202,9 @@ class Task:
     reads: ClassVar[frozenset[str]] = frozenset()
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}  # its keys' allowed values
 
+    # the record of what it learns from its data (tasks.info: ImageInfo...), checked when a
+    # saved run is loaded; None: not declared (its info is read as it is)
+    info_type: ClassVar[type | None] = None
     # the figures `write_plots` makes in a run's plots/ folder (file name, what it shows), which
     # reports show beside each run's training curves
     run_figures: ClassVar[tuple[tuple[str, str], ...]] = ()

@@ -43,6 +43,7 @@ from nnlab.tasks.base import (
     fmt,
     write_confusion,
 )
+from nnlab.tasks.info import ImageInfo
 from nnlab.tasks.registry import register_task
 
 TTA_MODES = ("none", "flip", "flip-translate")
@@ -116,6 +117,7 @@ class ImageTask(Task):
     data_folders = ("cifar10", "cifar-10-batches-py", "cifar-10-batches-bin")
     download = "cifar10"
     data_sections = (ImageDataConfig,)
+    info_type = ImageInfo
     extra_reads = frozenset({"train.label_smoothing"})
     tta_modes = TTA_MODES
     predict_help = "image files"

@@ -49,6 +49,7 @@ from nnlab.tasks.base import (
     shared,
     write_confusion,
 )
+from nnlab.tasks.info import KeyphraseInfo
 from nnlab.tasks.keyphrase_encoding import Encoded, collate, encode
 from nnlab.tasks.keyphrase_export import export_spec as graph_spec
 from nnlab.tasks.registry import register_task
@@ -119,6 +120,7 @@ class KeyphraseTask(TextTask):
                 "context_layers", "context_tune", "context_lr")
     data_folders = ("keyphrase/inspec", "inspec")
     data_sections = (TextDataConfig, KeyphraseDataConfig)
+    info_type = KeyphraseInfo
     predict_help = "texts ('-' reads stdin; --files: text files)"
     predict_options = FileOptions
     request_kind = "json"

@@ -18,6 +18,7 @@ from nnlab.errors import NnlabError
 from nnlab.host import native_bf16
 from nnlab.runs import RunDir
 from nnlab.tasks.base import Task
+from nnlab.tasks.info import check_info
 
 
 def load_run(path: str | Path, device: str = "auto"
@@ -44,9 +45,11 @@ def open_run(path: str | Path, device: str = "auto") -> tuple[RunDir, RunConfig,
 
 def load_model(run: RunDir, task: Task) -> torch.nn.Module:
     """The run's best weights in its model, in eval mode on the task's device."""
+    if task.info_type is not None:  # the saved info, field by field: a mistake is named
+        check_info(task.info(), task.info_type, run.path / "config.json")
     try:
         model = task.build_model()
-    except (KeyError, TypeError) as e:  # a hand-edited or truncated config.json
+    except (KeyError, TypeError) as e:  # a task that declares no info record
         raise NnlabError(f"{run.path / 'config.json'}: task_info is incomplete ({e!r} missing "
                          "or wrong)") from None
     try:

@@ -36,6 +36,7 @@ from nnlab.tasks.base import (
     first,
     shared,
 )
+from nnlab.tasks.info import SimilarityInfo
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
 from nnlab.tasks.similarity_teacher import teacher_pairs
@@ -175,6 +176,7 @@ class SimilarityTask(TextTask):
     supplied = ("vocab_size", "score_range", "frozen_words", "entailment_classes", "entailment_weight")
     data_folders = ("sick",)
     data_sections = (TextDataConfig, SimilarityDataConfig)
+    info_type = SimilarityInfo
     predict_help = "two sentences (or --pairs FILE.tsv)"
     predict_options = PairOptions
     request_kind = "json"
