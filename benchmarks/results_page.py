@@ -22,13 +22,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _script(stem: str) -> Path | None:
-    """The benchmark script that writes `stem`.json: the longest script name it starts with."""
-    scripts = sorted((p for p in (ROOT / "benchmarks").glob("*.py") if stem.startswith(p.stem.split("_")[0])),
-                     key=lambda p: -len(p.stem))
-    for p in scripts:
-        if stem.startswith(p.stem) or stem.split("_")[0] == p.stem.split("_")[0]:
-            return p
-    return None
+    """The benchmark script that writes `stem`.json: the longest script name sharing its first
+    word (`tune_keyphrase_bilstm_crf` -> tune_search.py)."""
+    word = stem.split("_")[0]
+    scripts = [p for p in (ROOT / "benchmarks").glob("*.py") if p.stem.split("_")[0] == word]
+    return max(scripts, key=lambda p: len(p.stem), default=None)
 
 
 def _summary(script: Path | None) -> str:

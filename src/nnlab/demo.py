@@ -22,6 +22,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 
@@ -75,8 +76,6 @@ def demo_resources(workers: int) -> Resources:
     seen (Ray hides the GPUs from jobs that do not ask for one), else here."""
     if workers:
         return Resources(workers=workers, threads=1 if workers > 1 else 0)
-    import torch
-
     if torch.cuda.is_available():
         return Resources()
     cores = usable_cores()

@@ -70,9 +70,9 @@ def _check_read(kind: type[Task], cfg: RunConfig, given: list[str], source: str)
     not read would be silently ignored: refuse it, naming the key and the task. A key left at
     its default changes nothing and passes (a whole config, as `nnlab tune` writes, holds
     every key)."""
-    default = RunConfig(task=kind.name)
+    default, task_keys = RunConfig(task=kind.name), config_mod.task_keys()
     for key in given:
-        if key in config_mod.task_keys() and key not in kind.reads \
+        if key in task_keys and key not in kind.reads \
                 and config_mod.get_value(cfg, key) != config_mod.get_value(default, key):
             readers = [t for t in tasks.names() if key in tasks.get(t).reads]
             raise NnlabError(f"{key}: not read by {kind.name} runs (it is a setting of "
