@@ -24,9 +24,11 @@ from nnlab.errors import NnlabError
 from nnlab.models.siamese import SentenceEncoder
 from nnlab.tasks import PredictOptions, Section, Source, StepOutput, registry
 from nnlab.tasks.base import FileOptions, eval_mode, fmt, shared
+from nnlab.tasks.info import DataInfo, WordInfo
 from nnlab.tasks.text import (
     TextTask,
     build_vocab,
+    embeddings_info,
     load_pretrained,
     load_text_source,
     read_texts,
@@ -34,6 +36,13 @@ from nnlab.tasks.text import (
 )
 
 NAME = "sentence-class"
+
+
+@dataclass(kw_only=True)
+class SentenceInfo(WordInfo):
+    """What the task learns: the vocabulary (WordInfo) and the classes, in index order."""
+
+    classes: list[str]
 
 
 # -- the reader ----------------------------------------------------------------------------------
@@ -94,6 +103,8 @@ class SentenceClassTask(TextTask):
     predict_help = "sentences"
     data_folders = ("sentences",)  # $NNLAB_DATA/sentences/{train,val,test}.tsv
     predict_options = FileOptions
+    info_type = SentenceInfo
+    _info: SentenceInfo
 
     def load_source(self, path: str) -> Source[Sentences]:
         def find(root: Path) -> dict[str, Path]:
@@ -115,16 +126,18 @@ class SentenceClassTask(TextTask):
     def prepare_training(self, source: Source[Sentences]) -> None:
         tokens = [w for s in source.train.tokens for w in s]
         vocab, self.vectors = build_vocab(tokens, self.cfg.data)
-        self._info = {"vocab": vocab.to_dict(), "classes": sorted(set(source.train.labels)),
-                      "data": {"path": source.path, "format": source.format,
-                               "fingerprint": source.fingerprint, "train_examples": len(source.train),
-                               "val_examples": len(source.val), "has_test": source.test is not None}}
+        self._info = SentenceInfo(
+            vocab=vocab.to_dict(), classes=sorted(set(source.train.labels)),
+            embeddings=embeddings_info(self.vectors, self.cfg.data),
+            data=DataInfo(path=source.path, format=source.format, fingerprint=source.fingerprint,
+                          train_examples=len(source.train), val_examples=len(source.val),
+                          has_test=source.test is not None))
         self.train = self.prepare(source.train, source.path)
         self.val = self.prepare(source.val, source.path)
 
     def prepare(self, examples: Sentences, where: str) -> Encoded:
-        vocab = Vocab.from_dict(self._info["vocab"])
-        index = {c: i for i, c in enumerate(self._info["classes"])}
+        vocab = Vocab.from_dict(self._info.vocab)
+        index = {c: i for i, c in enumerate(self._info.classes)}
         unknown = sorted(set(examples.labels) - set(index))
         if unknown:
             raise NnlabError(f"{where}: label {unknown[0]!r} is not one of the run's classes")
@@ -134,7 +147,7 @@ class SentenceClassTask(TextTask):
     def build_model(self) -> nn.Module:
         args, supplied = word_args(self.cfg.model.args, self._info)
         return models.create(self.cfg.model.name, self.name, args,
-                             num_classes=len(self._info["classes"]), **supplied)
+                             num_classes=len(self._info.classes), **supplied)
 
     def init_model(self, model: nn.Module) -> None:
         load_pretrained(model, self.vectors, self._info, self.cfg.data, self.cfg.train.seed)
@@ -181,7 +194,7 @@ class SentenceClassTask(TextTask):
         if details:
             pred = logits.argmax(1)
             result["per_class"] = {c: (pred[y == i] == i).double().mean().item() if (y == i).any()
-                                   else None for i, c in enumerate(self._info["classes"])}
+                                   else None for i, c in enumerate(self._info.classes)}
         return result
 
     def read_inputs(self, inputs: list[str], options: FileOptions) -> list[str]:
@@ -190,11 +203,11 @@ class SentenceClassTask(TextTask):
         return read_texts(inputs, options.files)
 
     def predict(self, model: nn.Module, texts: list[str], options: PredictOptions) -> list[dict]:
-        vocab = Vocab.from_dict(self._info["vocab"])
+        vocab = Vocab.from_dict(self._info.vocab)
         ids = [torch.tensor(vocab.lookup(words(t) or ["<unk>"])) for t in texts]
         probs = torch.stack(self._logits(model, (ids, torch.zeros(len(ids), dtype=torch.int64)),
                                          list(range(len(ids))))).softmax(1)
-        return [{"text": t, "class": self._info["classes"][int(p.argmax())],
+        return [{"text": t, "class": self._info.classes[int(p.argmax())],
                  "probability": round(float(p.max()), 4)} for t, p in zip(texts, probs, strict=True)]
 
     @classmethod

@@ -314,7 +314,11 @@ def test_config_that_is_a_folder_and_bad_settings(tmp_path, run_cli):
 def test_latin1_pairs_file_for_predict(tmp_path, run_cli):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text('{"config": {"task": "similarity"}, "task_info": {}}')
+    data = {"path": "x", "format": "tsv", "fingerprint": "0", "train_examples": 1,
+            "val_examples": 1, "has_test": False}
+    (run / "config.json").write_text(json.dumps({  # a run's info; the inputs are read first
+        "config": {"task": "similarity"},
+        "task_info": {"score_range": [1, 5], "wordpieces": "x", "data": data}}))
     pairs = tmp_path / "pairs.tsv"
     pairs.write_bytes("caf\xe9 au lait\tun caf\xe9\n".encode("latin-1"))
     assert_clean_failure(run_cli("predict", run, "--pairs", pairs), "pairs.tsv", "not UTF-8")

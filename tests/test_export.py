@@ -21,16 +21,20 @@ from nnlab.export.onnx import export_model
 from nnlab.models.crf import CRF
 from nnlab.shipped import viterbi as viterbi_module
 from nnlab.tasks.capabilities import Exportable, has
+from nnlab.tasks.info import DataInfo
 
 ort = pytest.importorskip("onnxruntime")
 
 VOCAB = {"items": ["<pad>", "<unk>", *[f"w{i}" for i in range(30)]], "lowercase": True, "trained": 32}
-INFO = {
-    "image": {"classes": ["a", "b", "c"], "image_shape": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3},
-    "keyphrase": {"vocab": VOCAB, "tags": tag_set(["KEY"], "bioes"), "encoding": "bioes",
-                  "chars": {"items": ["<pad>", "<unk>", *"abcdefgh"]}, "max_word_chars": 20,
-                  "tokenizer": {"ptb_brackets": False, "ptb_quotes": False}},
-    "similarity": {"vocab": VOCAB, "score_range": [1.0, 5.0]},
+DATA = DataInfo.example().to_json()
+INFO = {  # as saved in config.json
+    "image": {"classes": ["a", "b", "c"], "image_shape": [3, 32, 32], "mean": [0.5] * 3,
+              "std": [0.25] * 3, "data": DATA},
+    "keyphrase": {"vocab": VOCAB, "types": ["KEY"], "tags": tag_set(["KEY"], "bioes"),
+                  "encoding": "bioes", "chars": {"items": ["<pad>", "<unk>", *"abcdefgh"]},
+                  "max_word_chars": 20, "tokenizer": {"ptb_brackets": False, "ptb_quotes": False},
+                  "data": DATA},
+    "similarity": {"vocab": VOCAB, "score_range": [1.0, 5.0], "data": DATA},
 }
 
 
@@ -94,7 +98,7 @@ def test_minilm_pair_models_export_with_their_tokenizer(name, tmp_path):
 
     from nnlab.models import minilm
 
-    task, model = built(name, {"wordpieces": minilm.NAME, "score_range": [1.0, 5.0]})
+    task, model = built(name, {"wordpieces": minilm.NAME, "score_range": [1.0, 5.0], "data": DATA})
     result = export_model(task, model, tmp_path / "pairs.onnx")
     assert result["parity"]["max_abs_diff"] <= 1e-4
     meta = json.loads((tmp_path / "pairs.json").read_text())

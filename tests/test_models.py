@@ -10,12 +10,15 @@ from nnlab.config import RunConfig
 from nnlab.data.tags import tag_set
 from nnlab.device import make_runtime
 from nnlab.errors import NnlabError
+from nnlab.tasks.info import DataInfo
 
 VOCAB = {"items": ["<pad>", "<unk>", *[f"w{i}" for i in range(40)]], "trained": 42}
-TEXT_INFO = {  # what the text tasks learn from data, made up small
-    "keyphrase": {"vocab": VOCAB, "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
-                  "chars": {"items": ["<pad>", "<unk>", *"abcdefgh"]}},
-    "similarity": {"vocab": VOCAB, "score_range": [1.0, 5.0]},
+DATA = DataInfo.example().to_json()
+TEXT_INFO = {  # what the text tasks learn from data, made up small (as saved in config.json)
+    "keyphrase": {"vocab": VOCAB, "types": ["KEY"], "tags": tag_set(["KEY"], "bio"),
+                  "encoding": "bio", "chars": {"items": ["<pad>", "<unk>", *"abcdefgh"]},
+                  "max_word_chars": 20, "tokenizer": {}, "data": DATA},
+    "similarity": {"vocab": VOCAB, "score_range": [1.0, 5.0], "data": DATA},
 }
 LENGTHS = [7, 3, 1, 5]  # variable lengths, unsorted, one single-token sequence
 

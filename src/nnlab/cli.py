@@ -120,6 +120,34 @@ def predict(
         out.print(line)
 
 
+@app.command("ensemble")
+def ensemble_runs(
+    run_dirs: Annotated[list[str], typer.Argument(help="finished run folders of one task")],
+    out_dir: Annotated[str, typer.Option("--out", help="the ensemble's new folder (no weights are "
+                                         "copied; evaluate, predict, serve and export take it)")],
+    weights: Annotated[str | None, typer.Option(help="w1,w2,...: one per run (default: equal)")] = None,
+    rule: Annotated[str | None, typer.Option(
+        help="images: mean-probabilities; similarity: mean-scores; keyphrase: mean-emissions | "
+             "mean-marginals (default: the task's first)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Combine finished runs into one model, checked (same task, outputs and data) and judged
+    on the validation split beside its members."""
+    from nnlab import ensemble
+
+    result = ensemble.create(run_dirs, out_dir, weights, rule, device)
+    if as_json:
+        print(_json(result))
+        return
+    kind = tasks.get(result["task"])
+    metric, label = kind.main_metric, kind.label(kind.main_metric)
+    members = ", ".join(f"{m[metric]:.4f}" for m in result["members"])
+    out.print(f"{out_dir}: {result['model']}; validation {label} "
+              f"{result[metric]:.4f} (members {members}; mean {result['mean_member']:.4f}, "
+              f"gain {result['gain']:+.4f})")
+
+
 @app.command()
 def export(
     run_dir: Annotated[str, typer.Argument(help="run folder")],

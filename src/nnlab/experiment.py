@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from nnlab import config as config_mod
-from nnlab import distributed, models, tasks
+from nnlab import distributed, ensemble, models, tasks
 from nnlab.config import RunConfig
 from nnlab.device import Runtime, make_runtime
 from nnlab.errors import NnlabError
@@ -104,7 +104,7 @@ def train_run(cfg: RunConfig, out: str | Path, console: Console,
     with run.lock():
         RunDir.check_new(out)  # again, holding the lock: another process may have started here
         run.write_config({
-            "config": cfg.to_dict(), "task_info": task.info(),
+            "config": cfg.to_dict(), "task_info": task.info().to_json(),
             "command": sys.argv, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "world_size": d.world,
         })
@@ -140,7 +140,7 @@ def _resume(run: RunDir, console: Console, progress: bool, on_epoch: EpochHook |
     kind = tasks.registry.check_config(cfg, f"{where}: task")
     runtime = make_runtime(cfg.train, models.is_conv(cfg.model.name))
     task = kind.for_training(cfg, runtime)
-    if task.info()["data"]["fingerprint"] != saved["task_info"]["data"]["fingerprint"]:
+    if task.info().data.fingerprint != saved["task_info"]["data"]["fingerprint"]:
         raise NnlabError(f"{run.path}: the data at {saved['task_info']['data']['path']} changed "
                          "since the run started; resuming would not reproduce it")
     trainer, console = _trainer(cfg, task, runtime, run, console, progress, on_epoch)
@@ -154,7 +154,7 @@ def _trainer(cfg: RunConfig, task: Task, runtime: Runtime, run: RunDir, console:
     data's local path) and the data bytes; ranks other than 0 print nothing."""
     config = cfg.to_dict()
     config["data"] = {k: v for k, v in config["data"].items() if k != "path"}
-    distributed.check_agreement({"config": config, "data": task.info()["data"]["fingerprint"]})
+    distributed.check_agreement({"config": config, "data": task.info().data.fingerprint})
     console = console if distributed.current().main else Console(quiet=True)
     return Trainer(task, cfg, runtime, run, console=console, progress=progress, on_epoch=on_epoch), console
 
@@ -167,6 +167,10 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
     part. With --data: `all` (default) every labelled example there (a file, or a data set's
     every part where the task can tell), `test` its test part, `val` its validation part.
     """
+    if ensemble.is_ensemble(path):
+        if tta is not None:
+            raise NnlabError("--tta: an ensemble's members each evaluate with their run's own")
+        return ensemble.load(path, device).evaluate(data, split)
     run, cfg, task, model = load_run(path, device)
     tta = tta or cfg.data.tta
     if tta not in task.tta_modes:
@@ -182,7 +186,13 @@ def evaluate_run(path: str | Path, data: str | None = None, split: str | None = 
 def predict_run(path: str | Path, inputs: list[str], flags: dict[str, Any] | None = None,
                 device: str = "auto") -> tuple[Task, list[dict[str, Any]]]:
     """The run's predictions on raw inputs (`nnlab predict`'s arguments, read by its task);
-    `flags`: the options the user gave (`{"top_k": 5}`), checked against the task's own."""
+    `flags`: the options the user gave (`{"top_k": 5}`), checked against the task's own;
+    an ensemble folder's members predict together."""
+    if ensemble.is_ensemble(path):
+        combined = ensemble.load(path, device)
+        options = combined.task.predict_options.from_flags(combined.task.name, flags or {})
+        raw = combined.task.read_inputs(inputs, options)
+        return combined.task, combined.predict(raw, options)
     run, _cfg, task = open_run(path, device)
     options = task.predict_options.from_flags(task.name, flags or {})
     raw = task.read_inputs(inputs, options)  # a mistake in the inputs is told before any loading

@@ -177,7 +177,8 @@ def _data_line(views: list[RunView]) -> str:
 def _model_summary(v: RunView, task: type[Task]) -> tuple[list[str], list[list[str]]]:
     """The variant's layers and parameters, rebuilt from its config (no weights needed)."""
     cfg = config_mod.from_dict(v.config["config"], str(v.run.path / "config.json"))
-    used = task.for_run(cfg, make_runtime(cfg.train), v.config["task_info"])
+    used = task.for_run(cfg, make_runtime(cfg.train), v.config["task_info"],
+                        str(v.run.path / "config.json"))
     return used.model_table(used.build_model())
 
 

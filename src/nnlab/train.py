@@ -329,11 +329,11 @@ class Trainer:
 
     def describe(self) -> None:
         """What is about to be trained, on what, how: printed before the first epoch."""
-        cfg, info, rt = self.cfg, self.task.info()["data"], self.runtime
+        cfg, info, rt = self.cfg, self.task.info().data, self.runtime
         self.console.print(
-            f"[bold]{escape(cfg.model.name)}[/] on {escape(str(info['path']))} "
-            f"({escape(str(info['format']))}): {info['train_examples']:,} train / "
-            f"{info['val_examples']:,} validation {self.task.unit}; "
+            f"[bold]{escape(cfg.model.name)}[/] on {escape(str(info.path))} "
+            f"({escape(str(info.format))}): {info.train_examples:,} train / "
+            f"{info.val_examples:,} validation {self.task.unit}; "
             f"{count_parameters(self.model):,} parameters; {rt.device} {rt.precision}"
             f"{' channels-last' if rt.channels_last else ''}; {cfg.optim.name} lr {cfg.optim.lr:g}, "
             f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs")

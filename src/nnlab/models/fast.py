@@ -14,8 +14,8 @@ only. Two recipes are registered on it:
   convolution filters (`optim.name=muon`, nnlab.muon), Nesterov SGD on the rest, batch
   2,000, 8 epochs, linear decay to zero, label smoothing 0.2, translate-2 + alternating
   flips, flip-translate test-time augmentation. On 2 CPU cores it beats the SGD recipe's
-  10-epoch accuracy in 8 epochs: 0.9070 mean validation accuracy over 3 seeds in 456-489 s
-  for the whole process, against 0.9048 in 533 s (benchmarks/time_to_accuracy.py).
+  10-epoch validation accuracy in 8 epochs and less wall time (the figures, over 3 seeds:
+  `time_to_accuracy.json` on the docs' Results page, from benchmarks/time_to_accuracy.py).
 - `fast-sgd` (`SGD_RECIPE`), airbench94's own: Nesterov SGD with airbench's decoupled
   hyper-parameters, 64x learning rate on batch-norm shifts, a triangular schedule and the
   lookahead-EMA of the weights, batch 1,024, 10 epochs.

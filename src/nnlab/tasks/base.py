@@ -34,6 +34,7 @@ from nnlab.config import RunConfig, section_choices, section_keys
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.models.summary import parameter_table
+from nnlab.tasks.info import Record
 
 E = TypeVar("E")  # a task's labelled examples (ImageData, TaggedText, PairData)
 SPLITS = ("val", "test", "all")  # what `nnlab evaluate --split` names
@@ -202,9 +203,9 @@ class Task:
     reads: ClassVar[frozenset[str]] = frozenset()
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}  # its keys' allowed values
 
-    # the record of what it learns from its data (tasks.info: ImageInfo...), checked when a
-    # saved run is loaded; None: not declared (its info is read as it is)
-    info_type: ClassVar[type | None] = None
+    # the record of what it learns from its data (a tasks.info.Record: ImageInfo...), read
+    # back field by field from a saved run
+    info_type: ClassVar[type[Record]] = Record
     # the figures `write_plots` makes in a run's plots/ folder (file name, what it shows), which
     # reports show beside each run's training curves
     run_figures: ClassVar[tuple[tuple[str, str], ...]] = ()
@@ -214,15 +215,15 @@ class Task:
         cls.reads = section_keys(cls.data_sections) | cls.extra_reads
         cls.choices = section_choices(cls.data_sections)
 
-    def __init__(self, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]):
+    def __init__(self, cfg: RunConfig, runtime: Runtime, info: Record | None):
         self.cfg, self.runtime = cfg, runtime
-        self._info = info
+        self._info: Any = info  # the task's info_type; None until prepare_training learns it
 
     # -- making one ---------------------------------------------------------------------------
     @classmethod
     def for_training(cls, cfg: RunConfig, runtime: Runtime, source: Any = None) -> Task:
         """A task ready to train: its data read (`source`, else `data.path`) and `info` learnt."""
-        task = cls(cfg, runtime, {})
+        task = cls(cfg, runtime, None)
         if source is None:
             if not cfg.data.path:
                 raise NnlabError(f"data.path: no {cls.name} data given")
@@ -232,13 +233,18 @@ class Task:
         return task
 
     @classmethod
-    def for_run(cls, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]) -> Task:
-        """A task for a finished run: evaluate and predict from `info`, without training data."""
+    def for_run(cls, cfg: RunConfig, runtime: Runtime, info: Record | dict[str, Any],
+                where: str = "config.json") -> Task:
+        """A task for a finished run: evaluate and predict from `info` (a record, or the JSON
+        saved at `where`, read field by field), without training data."""
+        if not isinstance(info, Record):
+            info = cls.info_type.from_json(info, where)
         return cls(cfg, runtime, info)
 
-    def info(self) -> dict[str, Any]:
-        """What the task learnt from the training data, saved with the config so a run can be
-        used without it. Always holds `data`: path, format, fingerprint, example counts."""
+    def info(self) -> Any:
+        """What the task learnt from the training data (its `info_type`), saved with the config
+        so a run can be used without it. Always holds `data` (a DataInfo): path, format,
+        fingerprint, example counts."""
         return self._info
 
     # -- data ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from torch import nn
 
 from nnlab.errors import NnlabError
-from nnlab.tasks.base import ExportSpec, RequestLimits, Task
+from nnlab.tasks.base import ExportSpec, PredictOptions, RequestLimits, Task
 
 
 @runtime_checkable
@@ -47,7 +47,41 @@ class ModelExamples(Protocol):
     def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]: ...
 
 
-VERBS = {Servable: "be served", Exportable: "be exported", ModelExamples: "describe its models"}
+@runtime_checkable
+class Ensemblable(Protocol):
+    """`nnlab ensemble`: finished runs combined into one model (nnlab.ensemble). Each member
+    computes its outputs on its own encoding of the same examples (so members may read
+    different vocabularies or encoders); the first member's task combines and judges them."""
+
+    ensemble_rules: ClassVar[tuple[str, ...]]  # how outputs may be combined; the first is the default
+
+    def ensemble_key(self) -> dict[str, Any]:
+        """What every member's outputs must share (classes, tags, score range...)."""
+        ...
+
+    def outputs(self, model: nn.Module, data: Any) -> Any:
+        """The model's outputs on prepared labelled data (probabilities, scores, emissions)."""
+        ...
+
+    def input_outputs(self, model: nn.Module, inputs: list[Any]) -> Any:
+        """The model's outputs on `read_inputs`' raw inputs."""
+        ...
+
+    def combine(self, outputs: list[Any], weights: list[float], rule: str) -> Any:
+        """The members' outputs as one model's, by `rule` (weights sum to 1)."""
+        ...
+
+    def judge(self, outputs: Any, data: Any, details: bool = False) -> dict[str, Any]:
+        """`evaluate`'s figures from (combined) outputs on prepared labelled data."""
+        ...
+
+    def present(self, outputs: Any, inputs: list[Any], options: PredictOptions) -> list[dict]:
+        """`predict`'s results from (combined) outputs on raw inputs."""
+        ...
+
+
+VERBS = {Servable: "be served", Exportable: "be exported", ModelExamples: "describe its models",
+         Ensemblable: "combine runs into an ensemble"}
 
 
 def members(capability: type) -> list[str]:

@@ -43,7 +43,7 @@ from nnlab.tasks.base import (
     fmt,
     write_confusion,
 )
-from nnlab.tasks.info import ImageInfo
+from nnlab.tasks.info import DataInfo, ImageInfo
 from nnlab.tasks.registry import register_task
 
 TTA_MODES = ("none", "flip", "flip-translate")
@@ -71,11 +71,11 @@ class ImageClassifier(nn.Module):
         return self.net(self.normalize(x))
 
 
-def build_classifier(cfg: RunConfig, info: dict[str, Any]) -> ImageClassifier:
-    c, h, w = info["image_shape"]
+def build_classifier(cfg: RunConfig, info: ImageInfo) -> ImageClassifier:
+    c, h, w = info.image_shape
     net = models.create(cfg.model.name, "image", cfg.model.args,
-                        in_channels=c, num_classes=len(info["classes"]), image_size=(h, w))
-    return ImageClassifier(net, info["mean"], info["std"])
+                        in_channels=c, num_classes=len(info.classes), image_size=(h, w))
+    return ImageClassifier(net, info.mean, info.std)
 
 
 def split_train_val(data: ImageData, cfg: DataConfig) -> tuple[ImageData, ImageData]:
@@ -118,6 +118,7 @@ class ImageTask(Task):
     download = "cifar10"
     data_sections = (ImageDataConfig,)
     info_type = ImageInfo
+    _info: ImageInfo
     extra_reads = frozenset({"train.label_smoothing"})
     tta_modes = TTA_MODES
     predict_help = "image files"
@@ -151,15 +152,11 @@ class ImageTask(Task):
                              f"{h}x{w} images")
         mean, std = channel_stats(train.images)
         self._mean = torch.tensor(mean, device=runtime.device).view(1, -1, 1, 1)  # in [0, 1]
-        self._info = {
-            "classes": self.classes,
-            "image_shape": list(train.shape),
-            "mean": mean,
-            "std": std,
-            "data": {"path": source.path, "format": source.format,
-                     "fingerprint": source.fingerprint, "train_examples": len(train),
-                     "val_examples": len(val), "has_test": source.test is not None},
-        }
+        self._info = ImageInfo(
+            classes=self.classes, image_shape=list(train.shape), mean=mean, std=std,
+            data=DataInfo(path=source.path, format=source.format,
+                          fingerprint=source.fingerprint, train_examples=len(train),
+                          val_examples=len(val), has_test=source.test is not None))
 
     def _to_device(self, data: ImageData) -> ImageData:
         dev = self.runtime.device
@@ -171,9 +168,9 @@ class ImageTask(Task):
         check_split(split)
         info = self._info
         if data is None:
-            if info["data"]["path"] != GENERATED and not Path(info["data"]["path"]).exists():
-                raise NnlabError(f"{info['data']['path']}: the run's data is gone; pass --data PATH")
-            data = info["data"]["path"]
+            if info.data.path != GENERATED and not Path(info.data.path).exists():
+                raise NnlabError(f"{info.data.path}: the run's data is gone; pass --data PATH")
+            data = info.data.path
         source = load_images(data)
         where = source.path
         if split == "test":
@@ -190,10 +187,10 @@ class ImageTask(Task):
         return split_train_val(source.train, self.cfg.data)[1], where  # the training carve-out
 
     def prepare(self, examples: ImageData, where: str) -> ImageData:
-        images = match_classes(examples, self._info["classes"], where)
-        if list(images.shape) != list(self._info["image_shape"]):
+        images = match_classes(examples, self._info.classes, where)
+        if list(images.shape) != list(self._info.image_shape):
             raise NnlabError(f"{where}: images are {tuple(images.shape)} (C, H, W), the run was "
-                             f"trained on {tuple(self._info['image_shape'])}")
+                             f"trained on {tuple(self._info.image_shape)}")
         return images
 
     # -- training ---------------------------------------------------------------------------
@@ -266,7 +263,7 @@ class ImageTask(Task):
         return decoded
 
     def public_info(self) -> dict[str, Any]:
-        return {"classes": self._info["classes"]}
+        return {"classes": self._info.classes}
 
     def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
                        ) -> list[tuple[str, np.ndarray]]:
@@ -291,7 +288,7 @@ class ImageTask(Task):
         """(H', W'[, C']) uint8 of any size and mode -> (H, W, C) uint8 of the run's."""
         from PIL import Image
 
-        c, h, w = self._info["image_shape"]
+        c, h, w = self._info.image_shape
         img = Image.fromarray(array).convert("L" if c == 1 else "RGB")
         if img.size != (w, h):
             img = img.resize((w, h), Image.Resampling.BILINEAR)
@@ -300,12 +297,57 @@ class ImageTask(Task):
     def predict(self, model: nn.Module, inputs: list[tuple[str, np.ndarray]],
                 options: PredictOptions) -> list[dict[str, Any]]:
         """Top-k classes with probabilities per image (any size: resized to the run's)."""
+        return self.present(self.input_outputs(model, inputs), inputs, options)
+
+    # -- ensembles (tasks.capabilities.Ensemblable) ------------------------------------------
+    # Rule: the mean of the members' class probabilities (each member with its own test-time
+    # augmentation). Averaging probabilities, not logits, keeps a member's confidence on its
+    # own scale (members may differ in architecture, and logits of different nets are not
+    # comparable); log of the mean is what the loss and the ONNX graph see.
+    ensemble_rules = ("mean-probabilities",)
+
+    def ensemble_key(self) -> dict[str, Any]:
+        return {"classes": self._info.classes, "image_shape": self._info.image_shape}
+
+    def outputs(self, model: nn.Module, data: ImageData) -> torch.Tensor:
+        """The model's class probabilities (N, K) on prepared images, with the run's TTA."""
+        batch, out = self.cfg.data.eval_batch_size, []
+        with eval_mode(model):
+            for i in range(0, len(data), batch):
+                x = data.images[i : i + batch].to(self.runtime.device, self.runtime.dtype).div_(255)
+                with self.runtime.autocast():
+                    logits = tta_logits(model, self._layout(x), self.cfg.data.tta)  # (B, K)
+                out.append(logits.float().softmax(dim=1).cpu())
+        return torch.cat(out)  # (N, K)
+
+    def input_outputs(self, model: nn.Module, inputs: list[tuple[str, np.ndarray]]) -> torch.Tensor:
+        """Class probabilities (N, K) of `predict`'s decoded images."""
         batch = [torch.from_numpy(self._fit(array)).permute(2, 0, 1) for _file, array in inputs]
         x = torch.stack(batch).to(self.runtime.device, self.runtime.dtype).div_(255)  # (N, C, H, W)
         with eval_mode(model), self.runtime.autocast():
-            probs = tta_logits(model, self._layout(x), self.cfg.data.tta).float().softmax(dim=1)  # (N, K)
+            return tta_logits(model, self._layout(x), self.cfg.data.tta).float().softmax(dim=1).cpu()
+
+    def combine(self, outputs: list[torch.Tensor], weights: list[float], rule: str) -> torch.Tensor:
+        return sum(w * p for w, p in zip(weights, outputs, strict=True))  # type: ignore[return-value]
+
+    def judge(self, probs: torch.Tensor, data: ImageData, details: bool = False) -> dict[str, Any]:
+        """`evaluate`'s figures from probabilities (N, K): the loss is their negative log-likelihood."""
+        labels = data.labels.cpu()
+        n = len(data)
+        nll = -probs.clamp_min(1e-12).log().gather(1, labels.unsqueeze(1)).double().sum()
+        pred = probs.argmax(dim=1)
+        result = {"loss": nll.item() / n, "accuracy": (pred == labels).sum().item() / n, "n": n,
+                  "tta": self.cfg.data.tta}
+        if details:
+            result |= classification_report(confusion_matrix(pred, labels, len(data.classes)),
+                                             data.classes)
+        return result
+
+    def present(self, probs: torch.Tensor, inputs: list[tuple[str, np.ndarray]],
+                options: PredictOptions) -> list[dict[str, Any]]:
+        """`predict`'s results from class probabilities (N, K): the top k per image."""
         top = probs.topk(min(options.top_k, probs.shape[1]), dim=1)
-        classes = self._info["classes"]
+        classes = self._info.classes
         return [{"file": file, "top": [{"class": classes[j], "probability": round(p, 6)}
                                        for p, j in zip(top.values[i].tolist(), top.indices[i].tolist(),
                                                        strict=True)]}
@@ -341,13 +383,13 @@ class ImageTask(Task):
         return [Section("Per-class validation accuracy", ["class", *[n for n, _ in runs]], rows)]
 
     def model_table(self, model: nn.Module) -> tuple[list[str], list[list[str]]]:
-        rows = layer_table(model, tuple(self._info["image_shape"]))
+        rows = layer_table(model, tuple(self._info.image_shape))
         return (["layer", "type", "output shape", "parameters"],
                 [[r.name, r.kind, "x".join(map(str, r.output_shape)),
                   f"{r.parameters:,}" if r.parameters else ""] for r in rows])
 
     def export_spec(self, model: nn.Module) -> ExportSpec:
-        c, h, w = self._info["image_shape"]
+        c, h, w = self._info.image_shape
 
         def inputs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
             return {"images": torch.rand(n, c, h, w, generator=gen)}
@@ -355,7 +397,7 @@ class ImageTask(Task):
         return ExportSpec(
             model, inputs, ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}},
             decide=lambda logits, _inputs: np.asarray(logits).argmax(1).tolist(),
-            meta={"classes": self._info["classes"],
+            meta={"classes": self._info.classes,
                   "input": f"images: float32 (batch, {c}, {h}, {w}), {'RGB' if c == 3 else 'grey'} "
                            "pixel values divided by 255, resized to the run's size; the graph "
                            "normalises them itself",
@@ -364,10 +406,11 @@ class ImageTask(Task):
                                             f"data.tta={self.cfg.data.tta})"})
 
     @classmethod
-    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> ImageInfo:
         c = input_shape[0]
-        return {"classes": [f"class {i}" for i in range(classes)], "image_shape": list(input_shape),
-                "mean": [0.0] * c, "std": [1.0] * c}
+        return ImageInfo(classes=[f"class {i}" for i in range(classes)],
+                         image_shape=list(input_shape), mean=[0.0] * c, std=[1.0] * c,
+                         data=DataInfo.example())
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:

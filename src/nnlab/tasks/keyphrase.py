@@ -28,12 +28,13 @@ from nnlab.data.conll import (
     split_sentences,
 )
 from nnlab.data.tags import Span, spans_from_tags, tag_set
-from nnlab.data.tokenize import TokenizerStyle, tokenize
+from nnlab.data.tokenize import Token, TokenizerStyle, tokenize
 from nnlab.data.vocab import Vocab
 from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
 from nnlab.models import contextual, minilm
+from nnlab.tasks import keyphrase_ensemble as ensemble
 from nnlab.tasks.base import (
     CONFUSION_FIGURES,
     ExportSpec,
@@ -49,7 +50,7 @@ from nnlab.tasks.base import (
     shared,
     write_confusion,
 )
-from nnlab.tasks.info import KeyphraseInfo
+from nnlab.tasks.info import KeyphraseDataInfo, KeyphraseInfo
 from nnlab.tasks.keyphrase_encoding import Encoded, collate, encode
 from nnlab.tasks.keyphrase_export import export_spec as graph_spec
 from nnlab.tasks.registry import register_task
@@ -121,6 +122,7 @@ class KeyphraseTask(TextTask):
     data_folders = ("keyphrase/inspec", "inspec")
     data_sections = (TextDataConfig, KeyphraseDataConfig)
     info_type = KeyphraseInfo
+    _info: KeyphraseInfo
     predict_help = "texts ('-' reads stdin; --files: text files)"
     predict_options = FileOptions
     request_kind = "json"
@@ -145,27 +147,26 @@ class KeyphraseTask(TextTask):
         vocab, self.vectors = build_vocab(all_tokens, d)
         chars = Vocab.build((c for w in all_tokens for c in w), 1)
         types = train.types
-        self._info = {
-            "vocab": vocab.to_dict(), "chars": chars.to_dict(), "types": types,
-            "encoding": d.encoding, "tags": tag_set(types, d.encoding),
-            "max_word_chars": d.max_word_chars,
-            "tokenizer": TokenizerStyle.from_tokens(set(all_tokens)).__dict__,
-            "data": {"path": source.path, "format": source.format,
-                     "fingerprint": source.fingerprint, "train_examples": len(train),
-                     "train_documents": documents, "train_unit": d.train_unit,
-                     "val_examples": len(source.val), "has_test": source.test is not None,
-                     "train_tokens": train.num_tokens(), "val_tokens": source.val.num_tokens(),
-                     "repaired_spans": train.repaired + source.val.repaired},
-            "coverage": {"train_tokens": vocab.coverage(all_tokens),
-                         "val_tokens": vocab.coverage(w for s in source.val.tokens for w in s)},
-        }
-        self._info |= embeddings_info(self.vectors, d)
+        self._info = KeyphraseInfo(
+            vocab=vocab.to_dict(), chars=chars.to_dict(), types=types,
+            encoding=d.encoding, tags=tag_set(types, d.encoding),
+            max_word_chars=d.max_word_chars,
+            tokenizer=TokenizerStyle.from_tokens(set(all_tokens)).__dict__,
+            data=KeyphraseDataInfo(
+                path=source.path, format=source.format, fingerprint=source.fingerprint,
+                train_examples=len(train), train_documents=documents, train_unit=d.train_unit,
+                val_examples=len(source.val), has_test=source.test is not None,
+                train_tokens=train.num_tokens(), val_tokens=source.val.num_tokens(),
+                repaired_spans=train.repaired + source.val.repaired),
+            coverage={"train_tokens": vocab.coverage(all_tokens),
+                      "val_tokens": vocab.coverage(w for s in source.val.tokens for w in s)},
+            embeddings=embeddings_info(self.vectors, d))
         if d.contextual:
             if d.contextual_layers < 1:
                 raise NnlabError(f"data.contextual_layers: {d.contextual_layers}; at least 1")
             if d.contextual_tune < 0:
                 raise NnlabError(f"data.contextual_tune: {d.contextual_tune}; 0 (frozen) or more layers")
-            self._info["contextual"] = {"encoder": d.contextual, "model": minilm.NAME,
+            self._info.contextual = {"encoder": d.contextual, "model": minilm.NAME,
                                         "layers": d.contextual_tune + 1 if d.contextual_tune
                                         else d.contextual_layers,
                                         "tune": d.contextual_tune, "lr": d.contextual_lr,
@@ -174,35 +175,35 @@ class KeyphraseTask(TextTask):
         self.train = encode(train, self._info, device=self.runtime.device)
         self.val = encode(source.val, self._info, device=self.runtime.device)
         if d.contextual:  # computed once per data and cached: the first run pays for it
-            self._info["contextual"]["seconds"] = round(time.perf_counter() - start, 1)
+            self._info.contextual["seconds"] = round(time.perf_counter() - start, 1)
 
     def describe(self) -> str:
         i = self._info
-        text = self.coverage_line() + f"; {len(i['chars']['items'])} characters"
-        if "contextual" in i:
-            c = i["contextual"]
+        text = self.coverage_line() + f"; {len(i.chars['items'])} characters"
+        if i.contextual:
+            c = i.contextual
             layers = (f"top {c['tune']} layers fine-tuned, their input and outputs mixed"
                       if c.get("tune") else f"top {c['layers']} layers mixed")
             text += (f"; contextual features: {c['model']}, {layers} "
                      f"({c['seconds']:.0f} s to compute or read back)")
-        if i["data"]["repaired_spans"]:
-            text += f"; {i['data']['repaired_spans']} spans opened by I- tags (read as B-)"
+        if i.data.repaired_spans:
+            text += f"; {i.data.repaired_spans} spans opened by I- tags (read as B-)"
         return text
 
     def prepare(self, examples: TaggedText, where: str) -> Encoded:
         return encode(examples, self._info)
 
     def evaluation_notes(self, examples: TaggedText, where: str) -> dict[str, Any]:
-        unseen = sorted({s.type for spans in examples.spans for s in spans} - set(self._info["types"]))
+        unseen = sorted({s.type for spans in examples.spans for s in spans} - set(self._info.types))
         return {"repaired_spans": examples.repaired, "unseen_types": unseen}
 
     # -- training ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         args, supplied = word_args(self.cfg.model.args, self._info)
-        supplied |= {"tags": self._info["tags"], "encoding": self._info["encoding"],
-                     "num_chars": len(self._info["chars"]["items"])}
-        if "contextual" in self._info:
-            c = self._info["contextual"]
+        supplied |= {"tags": self._info.tags, "encoding": self._info.encoding,
+                     "num_chars": len(self._info.chars["items"])}
+        if self._info.contextual:
+            c = self._info.contextual
             supplied |= {"context_dim": c["dim"], "context_layers": c["layers"],
                          "context_tune": c.get("tune", 0), "context_lr": c.get("lr", 1e-4)}
         return models.create(self.cfg.model.name, self.name, args, **supplied)
@@ -286,7 +287,8 @@ class KeyphraseTask(TextTask):
         if distributed.current().enabled:
             (loss_sum,) = distributed.all_sum([loss_sum], self.runtime.device)
         preds = [list(p) for p in zip(*per_seq, strict=True)]
-        return evaluate_tagger(model, enc, self._info, details, biases, (preds, loss_sum))
+        return evaluate_tagger(float(model.o_bias), enc, self._info, details, biases,
+                               (preds, loss_sum))
 
     # -- prediction ---------------------------------------------------------------------------
     def read_inputs(self, inputs: list[str], options: FileOptions) -> list[str]:
@@ -295,7 +297,7 @@ class KeyphraseTask(TextTask):
         return read_texts(inputs, options.files)
 
     def public_info(self) -> dict[str, Any]:
-        return {"types": self._info["types"], "tags": self._info["tags"]}
+        return {"types": self._info.types, "tags": self._info.tags}
 
     def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
                        ) -> list[str]:
@@ -311,26 +313,64 @@ class KeyphraseTask(TextTask):
     def predict(self, model: nn.Module, texts: list[str], options: PredictOptions) -> list[dict]:
         """Keyphrases in raw texts: tokenised as the training data was, tagged, spans mapped
         back to character offsets in the original text."""
-        info = self._info
-        style = TokenizerStyle(**info["tokenizer"])
+        tokenized, enc = self._encode_texts(texts)
+        preds = predict_tags(model, enc, self.runtime, self.cfg.data.eval_batch_size)[0][0]
+        return self._phrases(texts, tokenized, preds)
+
+    def _encode_texts(self, texts: list[str]) -> tuple[list[list[Token]], Encoded]:
+        """Raw texts tokenised as the training data was, and encoded; an empty one is one line."""
+        style = TokenizerStyle(**self._info.tokenizer)
         tokenized = [tokenize(text, style) for text in texts]
         for i, tokens in enumerate(tokenized):
             if not tokens:
                 raise NnlabError(f"text {i + 1}: empty; nothing to extract keyphrases from")
         tagged = TaggedText("input", [[t.text for t in toks] for toks in tokenized],
                             [[] for _ in tokenized], [0] * len(tokenized), "bio")
-        preds = predict_tags(model, encode(tagged, info, use_cache=False, device=self.runtime.device),
-                             self.runtime,
-                             self.cfg.data.eval_batch_size)[0][0]
+        return tokenized, encode(tagged, self._info, use_cache=False, device=self.runtime.device)
+
+    def _phrases(self, texts: list[str], tokenized: list[list[Token]], preds: list[torch.Tensor]
+                 ) -> list[dict]:
+        """Each text's predicted spans as keyphrases with character offsets."""
+        info = self._info
         results = []
         for text, tokens, pred in zip(texts, tokenized, preds, strict=True):
-            spans = spans_from_tags([info["tags"][j] for j in pred.tolist()], info["encoding"])[0]
+            spans = spans_from_tags([info.tags[j] for j in pred.tolist()], info.encoding)[0]
             phrases = []
             for s in spans:
                 start, end = tokens[s.start].start, tokens[s.end - 1].end
                 phrases.append({"text": text[start:end], "type": s.type, "start": start, "end": end})
             results.append({"text": text, "keyphrases": phrases})
         return results
+
+    # -- ensembles (tasks.capabilities.Ensemblable; the rules: tasks.keyphrase_ensemble) -----
+    ensemble_rules = ensemble.RULES
+
+    def ensemble_key(self) -> dict[str, Any]:
+        """Members must emit the same tags, read text alike and know the same span types."""
+        i = self._info
+        return {"tags": i.tags, "encoding": i.encoding, "types": i.types, "tokenizer": i.tokenizer}
+
+    def outputs(self, model: nn.Module, data: Encoded) -> ensemble.TaggerOutputs:
+        return ensemble.tagger_outputs(model, data, self.runtime, self.cfg.data.eval_batch_size)
+
+    def input_outputs(self, model: nn.Module, texts: list[str]) -> ensemble.TaggerOutputs:
+        return self.outputs(model, self._encode_texts(texts)[1])
+
+    def combine(self, outputs: list[ensemble.TaggerOutputs], weights: list[float], rule: str
+                ) -> ensemble.TaggerOutputs:
+        return ensemble.combine(outputs, weights, rule)
+
+    def judge(self, out: ensemble.TaggerOutputs, data: Encoded, details: bool = False
+              ) -> dict[str, Any]:
+        """`evaluate`'s figures from combined outputs, decoded by Viterbi; the loss is the
+        negative log-likelihood of the gold tags under the combined scores."""
+        paths, nll = ensemble.decode(out, data.tags)
+        return evaluate_tagger(0.0, data, self._info, details, (0.0,), ([paths], nll))
+
+    def present(self, out: ensemble.TaggerOutputs, texts: list[str], options: PredictOptions
+                ) -> list[dict]:
+        style = TokenizerStyle(**self._info.tokenizer)
+        return self._phrases(texts, [tokenize(t, style) for t in texts], ensemble.decode(out)[0])
 
     @classmethod
     def format_predictions(cls, results: list[dict]) -> list[str]:
@@ -385,10 +425,12 @@ class KeyphraseTask(TextTask):
         return graph_spec(model, self._info)
 
     @classmethod
-    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> KeyphraseInfo:
         """BIO tags of one type, 100 characters, 20,000 words."""
-        return {"vocab": cls.example_vocab(), "tags": tag_set(["KEY"], "bio"), "encoding": "bio",
-                "chars": {"items": ["<pad>", "<unk>", *[chr(65 + i % 58) + str(i) for i in range(98)]]}}
+        return KeyphraseInfo(
+            vocab=cls.example_vocab(), types=["KEY"], tags=tag_set(["KEY"], "bio"), encoding="bio",
+            chars={"items": ["<pad>", "<unk>", *[chr(65 + i % 58) + str(i) for i in range(98)]]},
+            max_word_chars=20, tokenizer={}, data=KeyphraseDataInfo.example())
 
 
 def predict_tags(model: TaggerModel, enc: Encoded, runtime: Runtime, batch_size: int,
@@ -434,7 +476,7 @@ def _decode_at(model: TaggerModel, emissions: torch.Tensor, mask: torch.Tensor,
     return decoded.cpu().view(k, b, t)
 
 
-def evaluate_tagger(model: TaggerModel, enc: Encoded, info: dict[str, Any], details: bool,
+def evaluate_tagger(model_o_bias: float, enc: Encoded, info: KeyphraseInfo, details: bool,
                     o_biases: tuple[float | None, ...],
                     predicted: tuple[list[list[torch.Tensor]], float]) -> dict:
     """Span P/R/F1 (exact match), token accuracy and token-level keyword F1, and the loss
@@ -444,10 +486,10 @@ def evaluate_tagger(model: TaggerModel, enc: Encoded, info: dict[str, Any], deta
     which is returned as `o_bias` (how the offset is chosen on validation data).
     `predicted`: predict_tags' output, per offset (put together from every rank's share)."""
     all_preds, loss_sum = predicted
-    tags = info["tags"]
+    tags = info.tags
     best = None
     for preds, bias in zip(all_preds, o_biases, strict=True):
-        pred_spans = [spans_from_tags([tags[j] for j in p.tolist()], info["encoding"])[0]
+        pred_spans = [spans_from_tags([tags[j] for j in p.tolist()], info.encoding)[0]
                       for p in preds]
         spans = span_scores(enc.spans, pred_spans)
         if best is None or spans["span_f1"] > best[0]["span_f1"]:
@@ -459,7 +501,7 @@ def evaluate_tagger(model: TaggerModel, enc: Encoded, info: dict[str, Any], deta
     result: dict[str, Any] = {"loss": loss_sum / max(sum(enc.lengths), 1)}
     per_type = spans.pop("per_type")
     result |= spans
-    result["o_bias"] = float(model.o_bias) if bias is None else bias
+    result["o_bias"] = model_o_bias if bias is None else bias
     result["token_accuracy"] = (gold_tags == pred_tags).double().mean().item()
     result |= token_scores(_in_span(enc.spans, enc.lengths), _in_span(pred_spans, enc.lengths))
     result |= {"n": n, "tokens": int(gold_tags.numel())}

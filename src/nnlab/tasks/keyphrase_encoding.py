@@ -5,7 +5,6 @@ Shared by the task (training, evaluation, prediction) and its export (parity inp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -13,6 +12,7 @@ from nnlab.data.conll import TaggedText
 from nnlab.data.tags import Span, tags_from_spans
 from nnlab.data.vocab import Vocab
 from nnlab.models import contextual
+from nnlab.tasks.info import KeyphraseInfo
 
 
 @dataclass
@@ -52,12 +52,12 @@ def encode_chars(tokens: list[str], chars: Vocab, max_chars: int,
     return torch.tensor(rows, dtype=torch.int64).reshape(len(tokens), width)  # (T, W)
 
 
-def encode(data: TaggedText, info: dict[str, Any], use_cache: bool = True,
+def encode(data: TaggedText, info: KeyphraseInfo, use_cache: bool = True,
            device: torch.device | None = None) -> Encoded:
     """Ids, tags and spans; and the contextual features when the run reads them (cached by
     content, except for `predict`'s one-off texts)."""
     enc = encode_words(data, info)
-    c = info.get("contextual")
+    c = info.contextual
     if c and c.get("tune"):
         enc.context = contextual.piece_states(c["encoder"], c["tune"], data.tokens, use_cache, device)
     elif c:
@@ -65,18 +65,18 @@ def encode(data: TaggedText, info: dict[str, Any], use_cache: bool = True,
     return enc
 
 
-def encode_words(data: TaggedText, info: dict[str, Any]) -> Encoded:
-    words, chars = Vocab.from_dict(info["vocab"]), Vocab.from_dict(info["chars"])
-    tag_index = {t: i for i, t in enumerate(info["tags"])}
+def encode_words(data: TaggedText, info: KeyphraseInfo) -> Encoded:
+    words, chars = Vocab.from_dict(info.vocab), Vocab.from_dict(info.chars)
+    tag_index = {t: i for i, t in enumerate(info.tags)}
     enc = Encoded([], [], [], [], [])
     char_cache: dict[str, list[int]] = {}
     for tokens, spans in zip(data.tokens, data.spans, strict=True):
         # gold spans of a type the run never saw cannot be predicted: they stay in `spans`
         # (counted as misses) but are tagged O for the loss
-        known = [s for s in spans if s.type in info["types"]]
-        tags = tags_from_spans(known, len(tokens), info["encoding"])
+        known = [s for s in spans if s.type in info.types]
+        tags = tags_from_spans(known, len(tokens), info.encoding)
         enc.words.append(torch.tensor(words.lookup(tokens), dtype=torch.int64))
-        enc.chars.append(encode_chars(tokens, chars, info["max_word_chars"], char_cache))
+        enc.chars.append(encode_chars(tokens, chars, info.max_word_chars, char_cache))
         enc.tags.append(torch.tensor([tag_index[t] for t in tags], dtype=torch.int64))
         enc.spans.append(spans)
         enc.lengths.append(len(tokens))

@@ -24,6 +24,7 @@ from nnlab.shipped import pieces as pieces_module
 from nnlab.shipped import viterbi as viterbi_module
 from nnlab.shipped.viterbi import viterbi
 from nnlab.tasks.base import ExportSpec
+from nnlab.tasks.info import KeyphraseInfo
 from nnlab.tasks.keyphrase_encoding import collate, encode_words
 
 LONG_TEXT = 600  # words of the long text in the parity inputs: more than one encoder window
@@ -80,18 +81,18 @@ class TaggerScores(nn.Module):
         return emissions - self.tagger.o_bias * self.o_only
 
 
-def export_spec(model: nn.Module, info: dict[str, Any]) -> ExportSpec:
+def export_spec(model: nn.Module, info: KeyphraseInfo) -> ExportSpec:
     """Graph: word ids (and character ids, for character-feature taggers), the mask, and the
     word pieces for a tagger on contextual features -> each token's tag scores."""
-    with_chars, ctx = model.chars is not None, info.get("contextual")
-    words, chars = len(info["vocab"]["items"]), len(info["chars"]["items"])
+    with_chars, ctx = model.chars is not None, info.contextual
+    words, chars = len(info.vocab["items"]), len(info.chars["items"])
     crf = model.crf
     features = None
     if ctx:
         encoder = contextual.frozen_encoder(ctx["tune"] or None, "cpu")
         features = PieceFeatures(encoder, ctx["layers"], bool(ctx["tune"]))
         tokenizer = minilm.tokenizer()
-        known = info["vocab"]["items"][2:] or ["word"]
+        known = info.vocab["items"][2:] or ["word"]
 
     def random_ids(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         # T and the word width grow with n, so the checks (n = 5, 7) see other sizes than
@@ -156,12 +157,12 @@ def export_spec(model: nn.Module, info: dict[str, Any]) -> ExportSpec:
     return ExportSpec(
         TaggerScores(model, features), random_text if ctx else random_ids, ["scores"], axes, decide,
         meta=meta | {
-            "tags": info["tags"], "encoding": info["encoding"], "vocabulary": info["vocab"],
-            "characters": info["chars"] if with_chars else None,
-            "max_word_chars": info["max_word_chars"], "crf": crf_meta,
+            "tags": info.tags, "encoding": info.encoding, "vocabulary": info.vocab,
+            "characters": info.chars if with_chars else None,
+            "max_word_chars": info.max_word_chars, "crf": crf_meta,
             "decode": "viterbi (the .viterbi.py file beside)" if crf_meta else "argmax per token",
             "tokenizer": {"pattern": TOKEN.pattern, "flags": "VERBOSE | IGNORECASE",
-                          "ptb_escapes": info["tokenizer"], "brackets": PTB_BRACKETS},
+                          "ptb_escapes": info.tokenizer, "brackets": PTB_BRACKETS},
             "input": described,
             "output": "scores: (batch, tokens, tags) of each tag per token, to decode"},
         extras=extras)

@@ -36,7 +36,7 @@ from nnlab.tasks.base import (
     first,
     shared,
 )
-from nnlab.tasks.info import SimilarityInfo
+from nnlab.tasks.info import DataInfo, SimilarityInfo
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
 from nnlab.tasks.similarity_teacher import teacher_pairs
@@ -116,28 +116,28 @@ class EncodedPairs:
                             labels)
 
 
-def encode_pairs(data: PairData, info: dict[str, Any]) -> EncodedPairs:
+def encode_pairs(data: PairData, info: SimilarityInfo) -> EncodedPairs:
     """Word ids of the run's vocabulary, or, for models on a pretrained encoder
-    (info["wordpieces"]), its word pieces of the raw sentences."""
-    if "wordpieces" in info:
+    (info.wordpieces), its word pieces of the raw sentences."""
+    if info.wordpieces:
         a, b = encode_texts([t for t, _ in data.texts], info), encode_texts([t for _, t in data.texts], info)
     else:
-        vocab = Vocab.from_dict(info["vocab"])
+        vocab = Vocab.from_dict(info.vocab)
         a = [torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.a]
         b = [torch.tensor(vocab.lookup(s), dtype=torch.int64) for s in data.b]
     labels = None
-    if "entailment" in info:  # judgments the run never saw (or none, e.g. a teacher's pairs): ignored
-        index = {name: i for i, name in enumerate(info["entailment"]["labels"])}
+    if info.entailment:  # judgments the run never saw (or none, e.g. a teacher's pairs): ignored
+        index = {name: i for i, name in enumerate(info.entailment["labels"])}
         labels = torch.tensor([index.get(x, NO_LABEL) for x in data.labels] if data.labels
                               else [NO_LABEL] * len(data), dtype=torch.int64)
     return EncodedPairs(a, b, torch.tensor(data.scores, dtype=torch.float32), labels)
 
 
-def encode_texts(texts: list[str], info: dict[str, Any]) -> list[torch.Tensor]:
+def encode_texts(texts: list[str], info: SimilarityInfo) -> list[torch.Tensor]:
     """Raw sentences -> (T,) int64 ids each, as the run's model reads them."""
-    if "wordpieces" in info:
+    if info.wordpieces:
         return [torch.tensor(ids, dtype=torch.int64) for ids in minilm.piece_ids(texts)]
-    vocab = Vocab.from_dict(info["vocab"])
+    vocab = Vocab.from_dict(info.vocab)
     return [torch.tensor(vocab.lookup(words(t)), dtype=torch.int64) for t in texts]
 
 
@@ -177,6 +177,7 @@ class SimilarityTask(TextTask):
     data_folders = ("sick",)
     data_sections = (TextDataConfig, SimilarityDataConfig)
     info_type = SimilarityInfo
+    _info: SimilarityInfo
     predict_help = "two sentences (or --pairs FILE.tsv)"
     predict_options = PairOptions
     request_kind = "json"
@@ -199,66 +200,65 @@ class SimilarityTask(TextTask):
     def prepare_training(self, source: Source[PairData]) -> None:
         d = self.cfg.data
         train = first(source.train, d.limit)
-        data_info = {"path": source.path, "format": source.format, "fingerprint": source.fingerprint,
-                     "train_examples": len(train), "val_examples": len(source.val),
-                     "has_test": source.test is not None}
+        data_info = DataInfo(path=source.path, format=source.format,
+                             fingerprint=source.fingerprint, train_examples=len(train),
+                             val_examples=len(source.val), has_test=source.test is not None)
         if self.reads_pieces:
             if d.embeddings:
                 raise NnlabError(f"--embeddings: {self.cfg.model.name} reads {minilm.NAME}'s word "
                                  "pieces, not word vectors")
             minilm.model_dir()  # a missing extra: one line, before any training
             self.vectors = None
-            self._info = {"wordpieces": minilm.NAME, "score_range": list(train.score_range),
-                          "data": data_info}
+            self._info = SimilarityInfo(wordpieces=minilm.NAME,
+                                        score_range=list(train.score_range), data=data_info)
         else:
             tokens = [w for s in train.a + train.b for w in s]
             vocab, self.vectors = build_vocab(tokens, d)
             val_tokens = [w for s in source.val.a + source.val.b for w in s]
-            self._info = {
-                "vocab": vocab.to_dict(), "score_range": list(train.score_range), "data": data_info,
-                "coverage": {"train_tokens": vocab.coverage(tokens),
-                             "val_tokens": vocab.coverage(val_tokens)},
-            }
-            self._info |= embeddings_info(self.vectors, d)
+            self._info = SimilarityInfo(
+                vocab=vocab.to_dict(), score_range=list(train.score_range), data=data_info,
+                coverage={"train_tokens": vocab.coverage(tokens),
+                          "val_tokens": vocab.coverage(val_tokens)},
+                embeddings=embeddings_info(self.vectors, d))
         if d.entailment_weight:
-            self._info["entailment"] = entailment_info(train, d.entailment_weight, self.cfg.model.name)
+            self._info.entailment = entailment_info(train, d.entailment_weight, self.cfg.model.name)
         self.train = encode_pairs(train, self._info)
         if d.teacher:  # knowledge distillation: extra pairs scored by a trained run
-            extra, self._info["teacher"] = teacher_pairs(train, d.teacher, d.teacher_pairs,
+            extra, self._info.teacher = teacher_pairs(train, d.teacher, d.teacher_pairs,
                                                          self.cfg.train.device)
             self.train = self.train.joined(encode_pairs(extra, self._info))
         self.val = encode_pairs(source.val, self._info)
 
     def describe(self) -> str:
-        lo, hi = self._info["score_range"]
-        teacher = self._info.get("teacher")
+        lo, hi = self._info.score_range
+        teacher = self._info.teacher
         taught = ""
         if teacher:
             several = "s" * (len(teacher.get("runs", [])) > 1)
             taught = f"; + {teacher['pairs']:,} pairs scored by the teacher{several} {teacher['model']}"
-        if "entailment" in self._info:
-            e = self._info["entailment"]
+        if self._info.entailment:
+            e = self._info.entailment
             taught += f"; + entailment judgments ({', '.join(e['labels'])}) at loss weight {e['weight']:g}"
-        if "wordpieces" in self._info:
-            return f"scores in [{lo:g}, {hi:g}]; {self._info['wordpieces']} word pieces" + taught
+        if self._info.wordpieces:
+            return f"scores in [{lo:g}, {hi:g}]; {self._info.wordpieces} word pieces" + taught
         return f"scores in [{lo:g}, {hi:g}]; " + self.coverage_line() + taught
 
     def prepare(self, examples: PairData, where: str) -> EncodedPairs:
         return encode_pairs(examples, self._info)
 
     def evaluation_notes(self, examples: PairData, where: str) -> dict[str, Any]:
-        if tuple(examples.score_range) == tuple(self._info["score_range"]):
+        if tuple(examples.score_range) == tuple(self._info.score_range):
             return {}
         return {"note": f"scores of {where} lie in {list(examples.score_range)}, the run predicts "
-                        f"in {self._info['score_range']}: MSE is not comparable, correlations are"}
+                        f"in {self._info.score_range}: MSE is not comparable, correlations are"}
 
     # -- training ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        score_range = tuple(self._info["score_range"])
+        score_range = tuple(self._info.score_range)
         if self.reads_pieces:
             extra = {}
-            if "entailment" in self._info:
-                e = self._info["entailment"]
+            if self._info.entailment:
+                e = self._info.entailment
                 extra = {"entailment_classes": len(e["labels"]), "entailment_weight": e["weight"]}
             return models.create(self.cfg.model.name, self.name, self.cfg.model.args,
                                  score_range=score_range, **extra)
@@ -298,6 +298,10 @@ class SimilarityTask(TextTask):
         batch = self.cfg.data.eval_batch_size
         pred = torch.tensor(shared(len(data), lambda idx: predict_scores(
             model, data.subset(idx), self.runtime, batch).tolist()))  # (N,)
+        return self.judge(pred, data, details)
+
+    def judge(self, pred: torch.Tensor, data: EncodedPairs, details: bool = False) -> dict[str, Any]:
+        """`evaluate`'s figures from predicted scores (N,)."""
         result: dict[str, Any] = correlations(pred, data.scores)
         result["loss"] = result["mse"]
         result["n"] = len(data)
@@ -310,7 +314,7 @@ class SimilarityTask(TextTask):
         return read_pair_inputs(inputs, options.pairs)
 
     def public_info(self) -> dict[str, Any]:
-        return {"score_range": self._info["score_range"]}
+        return {"score_range": self._info.score_range}
 
     def request_inputs(self, body: Any, files: list[tuple[str, bytes]], limits: RequestLimits
                        ) -> list[tuple[str, str]]:
@@ -328,12 +332,37 @@ class SimilarityTask(TextTask):
     def predict(self, model: nn.Module, pairs: list[tuple[str, str]], options: PredictOptions
                 ) -> list[dict]:
         """Scores for raw sentence pairs, in the run's score range."""
+        return self.present(self.input_outputs(model, pairs), pairs, options)
+
+    def present(self, scores: torch.Tensor, pairs: list[tuple[str, str]], options: PredictOptions
+                ) -> list[dict]:
+        """`predict`'s results from scores (N,)."""
+        return [{"a": p[0], "b": p[1], "score": round(s, 4)}
+                for p, s in zip(pairs, scores.tolist(), strict=True)]
+
+    # -- ensembles (tasks.capabilities.Ensemblable) ------------------------------------------
+    # Rule: the mean of the members' scores. Every member predicts on the run's score scale
+    # (the same range is required), so a mean is a score of that scale; a cross-encoder and a
+    # Siamese LSTM err differently, and averaging cancels part of each one's error.
+    ensemble_rules = ("mean-scores",)
+
+    def ensemble_key(self) -> dict[str, Any]:
+        return {"score_range": self._info.score_range}
+
+    def outputs(self, model: nn.Module, data: EncodedPairs) -> torch.Tensor:
+        """The model's scores (N,) on prepared pairs."""
+        return predict_scores(model, data, self.runtime, self.cfg.data.eval_batch_size)
+
+    def input_outputs(self, model: nn.Module, pairs: list[tuple[str, str]]) -> torch.Tensor:
+        """The model's scores (N,) of raw sentence pairs; an empty sentence is one line."""
         for i, (first_text, second) in enumerate(pairs, start=1):
             for name, text in (("first", first_text), ("second", second)):
                 if not words(text):
                     raise NnlabError(f"pair {i}: the {name} sentence is empty")
-        scores = self.score_texts(model, pairs).tolist()
-        return [{"a": p[0], "b": p[1], "score": round(s, 4)} for p, s in zip(pairs, scores, strict=True)]
+        return self.score_texts(model, pairs)
+
+    def combine(self, outputs: list[torch.Tensor], weights: list[float], rule: str) -> torch.Tensor:
+        return sum(w * s for w, s in zip(weights, outputs, strict=True))  # type: ignore[return-value]
 
     def score_texts(self, model: nn.Module, pairs: list[tuple[str, str]]) -> torch.Tensor:
         """The model's scores (N,) of raw sentence pairs (non-empty)."""
@@ -364,11 +393,11 @@ class SimilarityTask(TextTask):
         """Graph: both sentences' ids and lengths -> the pair's score. Ids are the run's
         vocabulary's, or for MiniLM models the word pieces of [CLS] sentence [SEP] from the
         tokenizer shipped beside the graph."""
-        pieces = "wordpieces" in self._info
-        lo, hi = self._info["score_range"]
+        pieces = bool(self._info.wordpieces)
+        lo, hi = self._info.score_range
         if pieces:
             low_id, id_count, shortest = minilm.SEP + 1, minilm.tokenizer().get_vocab_size(), 3
-            meta = {"score_range": [lo, hi], "encoder": self._info["wordpieces"],
+            meta = {"score_range": [lo, hi], "encoder": self._info.wordpieces,
                     "input": "a, b: int64 (batch, pieces), the ids that the tokenizer beside the "
                              "graph (FILE.tokenizer.json, for the `tokenizers` library) gives each "
                              f"sentence, [CLS] {minilm.CLS} ... [SEP] {minilm.SEP}, 0 for padding; "
@@ -378,8 +407,8 @@ class SimilarityTask(TextTask):
                              f"(a_len + b_len - 1) at most that many together"}
             extras = {".tokenizer.json": minilm.model_dir() / "tokenizer.json"}
         else:
-            low_id, id_count, shortest = 2, len(self._info["vocab"]["items"]), 1
-            meta = {"score_range": [lo, hi], "vocabulary": self._info["vocab"],
+            low_id, id_count, shortest = 2, len(self._info.vocab["items"]), 1
+            meta = {"score_range": [lo, hi], "vocabulary": self._info.vocab,
                     "tokenizer": {"pattern": TOKEN.pattern, "flags": "VERBOSE | IGNORECASE"},
                     "input": "a, b: int64 (batch, tokens), each word's index in vocabulary.items "
                              "(lower-cased first if vocabulary.lowercase), 1 if absent, 0 for "
@@ -409,9 +438,10 @@ class SimilarityTask(TextTask):
             meta=meta | {"output": f"score: (batch,), in [{lo:g}, {hi:g}]"}, extras=extras)
 
     @classmethod
-    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+    def example_info(cls, input_shape: tuple[int, int, int], classes: int) -> SimilarityInfo:
         """A 20,000-word vocabulary, scores 1-5."""
-        return {"vocab": cls.example_vocab(), "score_range": [1.0, 5.0]}
+        return SimilarityInfo(vocab=cls.example_vocab(), score_range=[1.0, 5.0],
+                              data=DataInfo.example())
 
 
 def entailment_info(train: PairData, weight: float, model: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.models.embedding import WordEmbedding
 from nnlab.tasks.base import RequestLimits, Source, Task, check_split
+from nnlab.tasks.info import Embeddings, Record, SimilarityInfo, WordInfo
 
 E = TypeVar("E")
 
@@ -67,13 +68,15 @@ class TextTask(Task):
         return str(generated_text_folder(cls.name))
 
     @classmethod
-    def for_run(cls, cfg: RunConfig, runtime: Runtime, info: dict[str, Any]) -> TextTask:
+    def for_run(cls, cfg: RunConfig, runtime: Runtime, info: Record | dict[str, Any],
+                where: str = "config.json") -> TextTask:
         """A saved run's task, its vocabularies checked first (a hand-edited config.json with
         numbers among the words is one line, not a TypeError while tokenising)."""
         for key in ("vocab", "chars"):
-            if key in info:
-                Vocab.from_dict(info[key], f"config.json: task_info.{key}")
-        return super().for_run(cfg, runtime, info)  # type: ignore[return-value]
+            vocab = getattr(info, key, None) if isinstance(info, Record) else info.get(key)
+            if vocab is not None:
+                Vocab.from_dict(vocab, f"{where}: task_info.{key}")
+        return super().for_run(cfg, runtime, info, where)  # type: ignore[return-value]
 
     def read_file(self, path: Path) -> Any:
         """One labelled file in the task's format."""
@@ -85,7 +88,7 @@ class TextTask(Task):
         check_split(split)
         if data is not None and Path(data).is_file():
             return self.read_file(Path(data)), str(Path(data).resolve())
-        where = data or self._info["data"]["path"]
+        where = data or self._info.data.path
         if data is None:  # the run's generated data, removed by `nnlab cache clean`: rebuilt
             where = rebuilt_if_generated(where, self.name) or where
         if not Path(where).exists():
@@ -102,12 +105,12 @@ class TextTask(Task):
     def coverage_line(self) -> str:
         """Vocabulary size, known-token shares, and the pretrained vectors' coverage."""
         i = self._info
-        text = (f"vocabulary {len(i['vocab']['items']):,} words; known tokens: train "
-                f"{i['coverage']['train_tokens']:.1%}, validation {i['coverage']['val_tokens']:.1%}")
-        if "embeddings" in i:
-            e = i["embeddings"]
-            text += (f"; {e['name']} ({e['dim']}d) covers {e['found']:,} of "
-                     f"{len(i['vocab']['items']) - 2:,} vocabulary words")
+        words, seen = len(i.vocab["items"]), i.coverage
+        text = (f"vocabulary {words:,} words; known tokens: train {seen['train_tokens']:.1%}, "
+                f"validation {seen['val_tokens']:.1%}")
+        if i.embeddings is not None:
+            e = i.embeddings
+            text += (f"; {e.name} ({e.dim}d) covers {e.found:,} of {words - 2:,} vocabulary words")
         return text
 
     @classmethod
@@ -124,21 +127,26 @@ def build_vocab(tokens: list[str], d: DataConfig) -> tuple[Vocab, WordVectors | 
     return Vocab.build(tokens, d.min_count, d.lowercase, extra), vectors
 
 
-def embeddings_info(vectors: WordVectors | None, d: DataConfig) -> dict[str, Any]:
+def embeddings_info(vectors: WordVectors | None, d: DataConfig) -> Embeddings | None:
+    """The record of the pretrained vectors a run reads (None: none); `found` is filled in
+    when they are copied into the model (load_pretrained)."""
     if vectors is None:
-        return {}
-    return {"embeddings": {"name": d.embeddings, "dim": vectors.dim, "frozen": d.freeze_embeddings}}
+        return None
+    return Embeddings(name=d.embeddings, dim=vectors.dim, frozen=d.freeze_embeddings)
 
 
-def word_args(model_args: dict[str, Any], info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def word_args(model_args: dict[str, Any], info: WordInfo | SimilarityInfo
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The user's model options and the vocabulary-given ones: vocabulary size, how many
     pretrained-only words sit in the frozen table, and the vectors' dimension as word_dim."""
     args = dict(model_args)
-    vocab = info["vocab"]
+    vocab = info.vocab
+    if vocab is None:  # optional for a similarity run only, whose MiniLM models read pieces
+        raise NnlabError("config.json: task_info.vocab is missing (a word model needs its vocabulary)")
     size = len(vocab["items"])
     supplied: dict[str, Any] = {"vocab_size": size, "frozen_words": size - vocab.get("trained", size)}
-    if info.get("embeddings"):
-        dim = info["embeddings"]["dim"]
+    if info.embeddings is not None:
+        dim = info.embeddings.dim
         if args.get("word_dim", dim) != dim:
             raise NnlabError(f"model.word_dim: {args['word_dim']}, but the embeddings have {dim} "
                              "dimensions")
@@ -147,7 +155,7 @@ def word_args(model_args: dict[str, Any], info: dict[str, Any]) -> tuple[dict[st
     return args, supplied
 
 
-def load_pretrained(model: nn.Module, vectors: WordVectors | None, info: dict[str, Any],
+def load_pretrained(model: nn.Module, vectors: WordVectors | None, info: WordInfo | SimilarityInfo,
                     d: DataConfig, seed: int) -> None:
     """Copy pretrained rows into `model.words` (a WordEmbedding); freeze them if asked; record
     the coverage in `info`."""
@@ -156,8 +164,9 @@ def load_pretrained(model: nn.Module, vectors: WordVectors | None, info: dict[st
     words = model.words  # every text model declares it (WordModel); None for one-hot inputs
     if words is None:
         raise NnlabError("--embeddings: this model has no word embeddings (model.inputs='onehot'?)")
-    matrix, found = embedding_matrix(vectors, info["vocab"]["items"], seed=seed)
-    info["embeddings"]["found"] = found
+    assert info.vocab is not None and info.embeddings is not None  # set beside the vectors
+    matrix, found = embedding_matrix(vectors, info.vocab["items"], seed=seed)
+    info.embeddings.found = found
     words.load(matrix)
     words.weight.requires_grad_(not d.freeze_embeddings)
 

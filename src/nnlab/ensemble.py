@@ -1,0 +1,244 @@
+"""Finished runs combined into one model: `nnlab ensemble RUN RUN ... --out DIR`.
+
+An ensemble folder holds `ensemble.json` (the members' paths, the sha256 of each member's
+config.json and best.safetensors, their weights, the task and the combination rule) and
+`summary.json` (its validation figures beside its members'). It never copies weights: a
+member that changed or moved after the ensemble was written is refused in one line when the
+ensemble is loaded.
+
+Each member computes its outputs on its own encoding of the same examples (so a MiniLM tagger
+and a GloVe BiLSTM-CRF, or a cross-encoder and a Siamese LSTM, combine), and the first
+member's task combines them by the rule and judges or presents the result
+(tasks.capabilities.Ensemblable; the rules are documented beside each task's hooks).
+Members must have trained on the same data and split, so the validation figures stay honest:
+no member has seen another's validation examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nnlab.errors import NnlabError
+from nnlab.fileio import atomic_write_json, make_folder, read_json
+from nnlab.runs import BEST, CONFIG, RunDir
+from nnlab.tasks.base import PredictOptions, Task
+from nnlab.tasks.capabilities import Ensemblable, require
+from nnlab.tasks.loading import load_model, open_run
+
+FILE = "ensemble.json"
+SUMMARY = "summary.json"
+VERSION = 1
+HASHED = (CONFIG, BEST)  # what decides a member's predictions
+
+
+@dataclass
+class Member:
+    """One loaded member run."""
+
+    run: RunDir
+    task: Task
+    model: torch.nn.Module
+    weight: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.task.cfg.model.name} (seed {self.task.cfg.train.seed})"
+
+
+@dataclass
+class Ensemble:
+    """Loaded members and how they combine; the first member's task speaks for all."""
+
+    path: Path
+    rule: str
+    members: list[Member]
+
+    @property
+    def task(self) -> Task:
+        return self.members[0].task
+
+    @property
+    def weights(self) -> list[float]:
+        return [m.weight for m in self.members]
+
+    @property
+    def name(self) -> str:
+        models = sorted({m.task.cfg.model.name for m in self.members})
+        return f"ensemble of {len(self.members)} ({', '.join(models)}; {self.rule})"
+
+    def evaluate(self, data: str | None = None, split: str | None = None, details: bool = True
+                 ) -> dict[str, Any]:
+        """The ensemble's figures on labelled data (`nnlab evaluate`'s choices of data and
+        split), beside each member's on the same examples and the gain over their mean."""
+        split = split or ("all" if data else "val")
+        examples, where = self.task.labelled(data, split)
+        outputs, alone = [], []
+        for m in self.members:
+            prepared = m.task.prepare(examples, where)
+            out = m.task.outputs(m.model, prepared)  # type: ignore[attr-defined]
+            outputs.append(out)
+            alone.append(m.task.judge(out, prepared))  # type: ignore[attr-defined]
+        task = self.task
+        result = task.judge(task.combine(outputs, self.weights, self.rule),  # type: ignore[attr-defined]
+                            task.prepare(examples, where), details)
+        result |= task.evaluation_notes(examples, where)
+        metric = task.main_metric
+        mean = sum(a[metric] for a in alone) / len(alone)
+        result["members"] = [{"run": str(m.run.path), "model": m.task.cfg.model.name,
+                              "seed": m.task.cfg.train.seed, "weight": m.weight, metric: a[metric]}
+                             for m, a in zip(self.members, alone, strict=True)]
+        result["mean_member"] = mean
+        result["gain"] = (result[metric] - mean) * (1 if task.higher_is_better else -1)
+        return result | {"run": str(self.path), "task": task.name, "model": self.name,
+                         "rule": self.rule, "data": where, "split": split}
+
+    def predict(self, inputs: list[Any], options: PredictOptions) -> list[dict]:
+        """Predictions on raw inputs (`read_inputs`' or a served request's)."""
+        outputs = [m.task.input_outputs(m.model, inputs) for m in self.members]  # type: ignore[attr-defined]
+        task = self.task
+        return task.present(task.combine(outputs, self.weights, self.rule),  # type: ignore[attr-defined]
+                            inputs, options)
+
+
+def is_ensemble(path: str | Path) -> bool:
+    return (Path(path) / FILE).is_file()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of the files that decide a run's predictions."""
+    hashes = {}
+    for name in HASHED:
+        digest = hashlib.sha256()
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        hashes[name] = digest.hexdigest()
+    return hashes
+
+
+def parse_weights(text: str | None, count: int) -> list[float]:
+    """`--weights 2,1,1` as fractions summing to 1 (equal weights without it)."""
+    if text is None:
+        return [1.0 / count] * count
+    try:
+        raw = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise NnlabError(f"--weights {text}: numbers separated by commas, one per run") from None
+    if len(raw) != count:
+        raise NnlabError(f"--weights {text}: {len(raw)} weights for {count} runs")
+    if not all(math.isfinite(w) and w > 0 for w in raw):
+        raise NnlabError(f"--weights {text}: every weight must be a number > 0")
+    return [w / sum(raw) for w in raw]
+
+
+def _load_member(path: str | Path, device: str, weight: float) -> Member:
+    run, _cfg, task = open_run(path, device)
+    if not run.finished:
+        raise NnlabError(f"{run.path}: the run has not finished (no summary.json); ensembles "
+                         "combine finished runs")
+    require(task, Ensemblable)
+    return Member(run, task, load_model(run, task), weight)
+
+
+def _check_members(members: list[Member]) -> None:
+    """One line for the first member that cannot join the first one."""
+    first = members[0]
+    key, data = first.task.ensemble_key(), first.task.info().data  # type: ignore[attr-defined]
+    split = (first.task.cfg.data.val_size, first.task.cfg.data.split_seed)
+    seen = {first.run.path.resolve()}
+    for m in members[1:]:
+        where = m.run.path
+        if m.run.path.resolve() in seen:
+            raise NnlabError(f"{where}: given twice; each member is a different run")
+        seen.add(m.run.path.resolve())
+        if m.task.name != first.task.name:
+            raise NnlabError(f"{where}: a {m.task.name} run; the first member is a "
+                             f"{first.task.name} run")
+        theirs = m.task.ensemble_key()  # type: ignore[attr-defined]
+        for field, value in key.items():
+            if theirs.get(field) != value:
+                raise NnlabError(f"{where}: its {field} differ from the first member's "
+                                 f"({_short(theirs.get(field))} against {_short(value)})")
+        if m.task.info().data.fingerprint != data.fingerprint:
+            raise NnlabError(f"{where}: trained on other data than the first member "
+                             f"({m.task.info().data.path} against {data.path}); its validation "
+                             "examples could be another member's training examples")
+        if (m.task.cfg.data.val_size, m.task.cfg.data.split_seed) != split:
+            raise NnlabError(f"{where}: another validation split (data.val_size, "
+                             "data.split_seed) than the first member's")
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def create(runs: list[str], out: str | Path, weights: str | None = None, rule: str | None = None,
+           device: str = "auto") -> dict[str, Any]:
+    """Check, combine and write an ensemble folder; its validation figures (returned) in
+    summary.json."""
+    if len(runs) < 2:
+        raise NnlabError("ensemble: give at least two runs")
+    RunDir.check_new(out)
+    fractions = parse_weights(weights, len(runs))
+    members = [_load_member(r, device, w) for r, w in zip(runs, fractions, strict=True)]
+    _check_members(members)
+    rules = members[0].task.ensemble_rules  # type: ignore[attr-defined]
+    rule = rule or rules[0]
+    if rule not in rules:
+        raise NnlabError(f"--rule {rule}: not for {members[0].task.name} runs ({', '.join(rules)})")
+    folder = Path(out)
+    ensemble = Ensemble(folder, rule, members)
+    result = ensemble.evaluate(details=False)  # before anything is written: a failure leaves nothing
+    make_folder(folder)
+    atomic_write_json(folder / FILE, {
+        "nnlab_ensemble": VERSION, "task": ensemble.task.name, "rule": rule,
+        "members": [{"path": os.path.relpath(m.run.path.resolve(), folder.resolve()),
+                     "absolute": str(m.run.path.resolve()), "weight": m.weight,
+                     "model": m.task.cfg.model.name, "sha256": file_hashes(m.run.path)}
+                    for m in members]})
+    atomic_write_json(folder / SUMMARY, {"val": result, "model": ensemble.name})
+    return result
+
+
+def load(path: str | Path, device: str = "auto") -> Ensemble:
+    """An ensemble folder's members loaded, each checked against the sha256 it was written with."""
+    folder = Path(path)
+    where = folder / FILE
+    saved = read_json(where)
+    members_raw = saved.get("members")
+    if saved.get("nnlab_ensemble") != VERSION or not isinstance(members_raw, list) or len(members_raw) < 2:
+        raise NnlabError(f"{where}: not an nnlab ensemble file (version {VERSION}, two members or more)")
+    members = []
+    for i, raw in enumerate(members_raw, start=1):
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(k), t) for k, t in (
+                ("path", str), ("absolute", str), ("weight", float), ("sha256", dict))):
+            raise NnlabError(f"{where}: member {i} should hold path, absolute, weight and sha256")
+        run = folder / raw["path"]
+        if not (run / CONFIG).is_file():
+            run = Path(raw["absolute"])
+        if not (run / CONFIG).is_file():
+            raise NnlabError(f"{where}: member {i} is gone ({raw['absolute']})")
+        now = file_hashes(run)
+        changed = [name for name in HASHED if now[name] != raw["sha256"].get(name)]
+        if changed:
+            raise NnlabError(f"{run}: changed after the ensemble {folder} was written ({changed[0]} "
+                             "sha256 differs); write the ensemble again")
+        members.append(_load_member(run, device, raw["weight"]))
+    _check_members(members)
+    rule = saved.get("rule")
+    if rule not in members[0].task.ensemble_rules:  # type: ignore[attr-defined]
+        raise NnlabError(f"{where}: rule {rule!r} is not one of the task's")
+    return Ensemble(folder, rule, members)
+
+
+def summary(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / SUMMARY
+    return read_json(file) if file.is_file() else {}

@@ -1,0 +1,138 @@
+"""Taggers combined into one: each member's per-token tag scores, the two combination rules,
+and the decoding of the result.
+
+A member's output is its emissions per sequence, with its own decoding offset of `O` already
+subtracted (what it decodes), and its CRF's start, transition and end scores, constraint
+penalties included. A softmax tagger is a CRF whose transition scores are all zero (Viterbi on
+zero transitions is the per-token argmax), so CRF and softmax taggers combine alike.
+
+Rules (`rule`):
+- `mean-emissions`: the weighted mean of the emissions, decoded by Viterbi under the weighted
+  mean of the CRF scores. A mean of log-linear scores is the log-linear model of the summed
+  features, so the result is again a CRF, decoded exactly; constraint penalties stay
+  prohibitive (a forbidden transition's mean stays far below any allowed one's).
+- `mean-marginals`: each member's per-token tag probabilities (CRF marginals by
+  forward-backward; a softmax tagger's softmax), their weighted mean, decoded by Viterbi on
+  their logarithms under the members' constraints only. Probabilities are on one scale
+  whatever each member's emission scale, at the price of ignoring the learnt transitions.
+Both decode valid BIO/BIOES wherever the members' CRFs are constrained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nnlab.device import Runtime
+from nnlab.models.crf import CRF, FORBIDDEN
+from nnlab.tasks.base import eval_mode
+from nnlab.tasks.keyphrase_encoding import Encoded, collate
+
+RULES = ("mean-emissions", "mean-marginals")
+
+
+@dataclass
+class TaggerOutputs:
+    """Per-sequence emissions (T, N) on the CPU, and the CRF scores they decode under."""
+
+    emissions: list[torch.Tensor]
+    start: torch.Tensor  # (N,)
+    transitions: torch.Tensor  # (N, N)
+    end: torch.Tensor  # (N,)
+
+
+def tagger_outputs(model: torch.nn.Module, enc: Encoded, runtime: Runtime, batch_size: int
+                   ) -> TaggerOutputs:
+    """The member's emissions on every sequence of `enc` (its `O` offset subtracted) and its
+    CRF scores (zeros for a softmax tagger)."""
+    order = sorted(range(len(enc)), key=lambda i: enc.lengths[i])  # dense batches
+    emissions: list[torch.Tensor] = [None] * len(enc)  # type: ignore[list-item]
+    with_chars = model.chars is not None
+    with eval_mode(model):
+        for k in range(0, len(order), batch_size):
+            idx = order[k : k + batch_size]
+            batch = collate(enc, idx, runtime.device, with_chars)
+            with runtime.autocast():
+                out = model(batch["words"], batch["chars"], batch["mask"], batch.get("context"))
+            out = out.float().cpu()  # (B, T, N)
+            out[:, :, 0] -= float(model.o_bias)
+            for row, i in enumerate(idx):
+                emissions[i] = out[row, : enc.lengths[i]]
+        n = model.head.out_features  # tags
+        if model.crf is not None:
+            start, trans, end = (t.detach().float().cpu() for t in model.crf._scores())
+        else:
+            start, trans, end = torch.zeros(n), torch.zeros(n, n), torch.zeros(n)
+    return TaggerOutputs(emissions, start, trans, end)
+
+
+def crf_of(start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor) -> CRF:
+    """A CRF whose scores are these (penalties included: its own penalty buffers stay zero)."""
+    crf = CRF(len(start))
+    with torch.no_grad():
+        crf.start_transitions.copy_(start)
+        crf.transitions.copy_(transitions)
+        crf.end_transitions.copy_(end)
+    return crf
+
+
+def padded(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, N) zero-padded scores and the (B, T) mask of real tokens."""
+    lengths = torch.tensor([len(s) for s in sequences])
+    x = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)  # (B, T, N)
+    return x, torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def marginals(out: TaggerOutputs, batch_size: int = 64) -> list[torch.Tensor]:
+    """Per-token tag probabilities (T, N) of each sequence under the member's CRF: the
+    gradient of log Z with respect to the emissions (forward-backward, by autograd)."""
+    crf = crf_of(out.start, out.transitions, out.end)
+    probs: list[torch.Tensor] = []
+    for k in range(0, len(out.emissions), batch_size):
+        chunk = out.emissions[k : k + batch_size]
+        x, mask = padded(chunk)
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(crf.log_partition(x, mask).sum(), x)  # (B, T, N)
+        probs += [grad[i, : len(e)] for i, e in enumerate(chunk)]
+    return probs
+
+
+def combine(outputs: list[TaggerOutputs], weights: list[float], rule: str) -> TaggerOutputs:
+    """The members' outputs as one tagger's, by `rule` (module docstring)."""
+    def mean(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return sum(w * t for w, t in zip(weights, tensors, strict=True))  # type: ignore[return-value]
+
+    if rule == "mean-emissions":
+        return TaggerOutputs([mean(list(seq)) for seq in zip(*(o.emissions for o in outputs), strict=True)],
+                             mean([o.start for o in outputs]), mean([o.transitions for o in outputs]),
+                             mean([o.end for o in outputs]))
+    if rule != "mean-marginals":
+        raise ValueError(f"unknown tagger rule {rule!r}")
+    probs = [marginals(o) for o in outputs]
+    emissions = [mean(list(seq)).clamp_min(1e-12).log() for seq in zip(*probs, strict=True)]
+
+    def forbidden(scores: list[torch.Tensor]) -> torch.Tensor:  # any member's constraint holds
+        return torch.where(torch.stack(scores).le(FORBIDDEN / 2).any(0), FORBIDDEN, 0.0)
+
+    return TaggerOutputs(emissions, forbidden([o.start for o in outputs]),
+                         forbidden([o.transitions for o in outputs]), forbidden([o.end for o in outputs]))
+
+
+def decode(out: TaggerOutputs, tags: list[torch.Tensor] | None = None, batch_size: int = 64
+           ) -> tuple[list[torch.Tensor], float]:
+    """Viterbi paths (T,) of every sequence under the combined scores, and with gold `tags`
+    the summed negative log-likelihood of them (0.0 without)."""
+    crf = crf_of(out.start, out.transitions, out.end)
+    paths: list[torch.Tensor] = []
+    nll = 0.0
+    for k in range(0, len(out.emissions), batch_size):
+        chunk = out.emissions[k : k + batch_size]
+        x, mask = padded(chunk)
+        best = crf.decode(x, mask)[0]  # (B, T)
+        paths += [best[i, : len(e)] for i, e in enumerate(chunk)]
+        if tags is not None:
+            gold = torch.nn.utils.rnn.pad_sequence(tags[k : k + batch_size], batch_first=True)
+            with torch.no_grad():
+                nll += crf(x, gold, mask, reduction="sum").item()
+    return paths, nll
