@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnlab import ensemble
 from nnlab.errors import NnlabError
 from nnlab.fileio import atomic_write, atomic_write_text, make_folder
 from nnlab.tasks import Task
-from nnlab.tasks.capabilities import Exportable, require
+from nnlab.tasks.base import ExportSpec
+from nnlab.tasks.capabilities import EnsembleExportable, Exportable, require
 from nnlab.tasks.loading import load_model, open_run
 
 OPSET = 17
@@ -53,6 +55,8 @@ def export_run(path: str | Path, out: str | Path, fmt: str = "onnx", force: bool
         raise NnlabError(f"--format {fmt}: unknown (onnx)")
     out = check_out(out)
     _onnxruntime()
+    if ensemble.is_ensemble(path):
+        return export_ensemble(ensemble.load(path, "cpu"), out, force)
     run, cfg, task = open_run(path, "cpu")
     require(task, Exportable)
     task.cfg.train.precision = "fp32"
@@ -116,12 +120,36 @@ def check_clobber(paths: list[Path], out: Path, force: bool) -> None:
                              "not replaced, even with --force")
 
 
+def export_ensemble(combined: ensemble.Ensemble, out: Path, force: bool = False) -> dict[str, Any]:
+    """One graph of every member, the ensemble's rule inside; parity is checked against the
+    PyTorch modules of the members combined by the same rule."""
+    task = combined.task
+    require(task, Exportable)
+    require(task, EnsembleExportable)
+    specs = []
+    for m in combined.members:
+        m.task.cfg.train.precision = "fp32"
+        specs.append(m.task.export_spec(m.model.float().eval()))  # type: ignore[attr-defined]
+    spec = task.ensemble_spec(specs, combined.weights, combined.rule,  # type: ignore[attr-defined]
+                              [str(m.run.path) for m in combined.members])
+    spec.meta = spec.meta | {"ensemble": {
+        "rule": combined.rule, "members": [{"run": str(m.run.path), "model": m.task.cfg.model.name,
+                                            "weight": m.weight} for m in combined.members]}}
+    return write_export(task, combined.name, spec, out, force) | {"run": str(combined.path),
+                                                                   "model": combined.name}
+
+
 def export_model(task: Task, model: nn.Module, out: Path, force: bool = False) -> dict[str, Any]:
     """Write `out` (the graph), `out`.json (meta) and the files the task ships beside them;
     refuse (before any work) when one of them exists (see `check_clobber`)."""
     require(task, Exportable)
+    return write_export(task, task.cfg.model.name, task.export_spec(model.eval()), out, force)
+
+
+def write_export(task: Task, model_name: str, spec: ExportSpec, out: Path, force: bool = False
+                 ) -> dict[str, Any]:
+    """`spec`'s graph written and checked against its module, then its meta and extras."""
     ort = _onnxruntime()
-    spec = task.export_spec(model.eval())
     check_clobber([out, out.with_suffix(".json"), *(out.with_name(out.stem + s) for s in spec.extras)],
                   out, force)
     spec.module.eval()  # a wrapper starts in training mode, and export restores the mode it found
@@ -148,10 +176,10 @@ def export_model(task: Task, model: nn.Module, out: Path, force: bool = False) -
         raise
     except Exception as e:  # an op the exporter or onnxruntime cannot handle: a bug to report
         graph_tmp.unlink(missing_ok=True)
-        raise NnlabError(f"export: {task.cfg.model.name} could not be exported to ONNX "
+        raise NnlabError(f"export: {model_name} could not be exported to ONNX "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
     meta = spec.meta | {
-        "task": task.name, "model": task.cfg.model.name,
+        "task": task.name, "model": model_name,
         "onnx": {"file": out.name, "opset": OPSET, "inputs": names, "outputs": spec.outputs,
                  "dynamic_axes": spec.dynamic_axes},
         "parity": parity,

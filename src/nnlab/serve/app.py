@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import nnlab
+from nnlab import ensemble
 from nnlab.errors import NnlabError, TooLarge, short
 from nnlab.fileio import read_json
 from nnlab.serve.batcher import Batcher
@@ -76,10 +77,11 @@ class Served:
     model: Any
     summary: dict[str, Any]
     batcher: Batcher
+    model_name: str  # the run's model, or "ensemble of 3 (...)"
 
     def describe(self) -> dict[str, Any]:
         task, metric = self.task, self.task.main_metric
-        return {"name": self.name, "task": task.name, "model": task.cfg.model.name,
+        return {"name": self.name, "task": task.name, "model": self.model_name,
                 "outputs": task.public_info(), "metric": metric, "metric_label": task.label(metric),
                 "validation": (self.summary.get("val") or {}).get(metric),
                 "request": task.request_help, "widget": task.page_widget, "kind": task.request_kind,
@@ -274,22 +276,31 @@ def load_served(specs: list[str], device: str, limits: Limits) -> list[Served]:
     served, names = [], set()
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        run, _cfg, task = open_run(path, device)
+        combined = ensemble.load(path, device) if ensemble.is_ensemble(path) else None
+        if combined is not None:  # its members' forward passes run on each batch in turn
+            task, folder, summary = combined.task, combined.path, ensemble.summary(path)
+            model: Any = combined
+        else:
+            run, _cfg, task = open_run(path, device)
+            folder, summary = run.path, read_json(run.path / "summary.json") if run.finished else {}
         require(task, Servable)
-        name = name or run.path.name
+        name = name or folder.name
         if name in names:
             raise NnlabError(f"{spec}: two runs served as {name!r}; name them: NAME=RUN_DIR")
         names.add(name)
-        model = load_model(run, task)
-        summary = read_json(run.path / "summary.json") if run.finished else {}
+        if combined is None:
+            model = load_model(run, task)
         taken = {f.name for f in fields(task.predict_options)}
         options = task.predict_options(**({"top_k": limits.top_k} if "top_k" in taken else {}))
 
         def predict(inputs: list[Any], task: Task = task, model: Any = model,
                     options: PredictOptions = options) -> list[Any]:
+            if isinstance(model, ensemble.Ensemble):
+                return model.predict(inputs, options)
             return task.predict(model, inputs, options)
 
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nnlab-{len(served)}")
-        served.append(Served(name, str(run.path), task, model, summary,
-                             Batcher(predict, executor, limits.max_batch, limits.wait)))
+        served.append(Served(name, str(folder), task, model, summary,
+                             Batcher(predict, executor, limits.max_batch, limits.wait),
+                             combined.name if combined else task.cfg.model.name))
     return served

@@ -80,8 +80,19 @@ class Ensemblable(Protocol):
         ...
 
 
+@runtime_checkable
+class EnsembleExportable(Protocol):
+    """`nnlab export ENSEMBLE`: every member inside one graph, the rule computed in it."""
+
+    def ensemble_spec(self, specs: list[ExportSpec], weights: list[float], rule: str,
+                      names: list[str]) -> ExportSpec:
+        """The members' export specs (same inputs) as one, whose module combines their outputs
+        by `rule` (tasks.ensemble_graph.combined_spec); NnlabError for a rule no graph holds."""
+        ...
+
+
 VERBS = {Servable: "be served", Exportable: "be exported", ModelExamples: "describe its models",
-         Ensemblable: "combine runs into an ensemble"}
+         Ensemblable: "combine runs into an ensemble", EnsembleExportable: "export an ensemble"}
 
 
 def members(capability: type) -> list[str]:

@@ -7,6 +7,7 @@ tensor ops. No DataLoader, no worker processes, no per-image Python.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from nnlab.tasks.base import (
     fmt,
     write_confusion,
 )
+from nnlab.tasks.ensemble_graph import combined_spec, weighted_sum
 from nnlab.tasks.info import DataInfo, ImageInfo
 from nnlab.tasks.registry import register_task
 
@@ -330,6 +332,14 @@ class ImageTask(Task):
     def combine(self, outputs: list[torch.Tensor], weights: list[float], rule: str) -> torch.Tensor:
         return sum(w * p for w, p in zip(weights, outputs, strict=True))  # type: ignore[return-value]
 
+    def ensemble_spec(self, specs: list[ExportSpec], weights: list[float], rule: str,
+                      names: list[str]) -> ExportSpec:
+        """One graph: the log of the members' weighted mean probabilities, as `logits`."""
+        spec = combined_spec(specs, weights, names, log_mean_probabilities)
+        return dataclasses.replace(spec, meta=spec.meta | {
+            "output": "logits: (batch, classes), the log of the members' weighted mean class "
+                      "probabilities; softmax gives that mean"})
+
     def judge(self, probs: torch.Tensor, data: ImageData, details: bool = False) -> dict[str, Any]:
         """`evaluate`'s figures from probabilities (N, K): the loss is their negative log-likelihood."""
         labels = data.labels.cpu()
@@ -411,6 +421,11 @@ class ImageTask(Task):
         return ImageInfo(classes=[f"class {i}" for i in range(classes)],
                          image_shape=list(input_shape), mean=[0.0] * c, std=[1.0] * c,
                          data=DataInfo.example())
+
+
+def log_mean_probabilities(logits: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """(N, K) log of the weighted mean of each member's softmax: the ensemble as logits."""
+    return weighted_sum([x.softmax(dim=1) for x in logits], weights).clamp_min(1e-12).log()
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:

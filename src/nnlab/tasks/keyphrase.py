@@ -9,6 +9,7 @@ picked by exact-match span F1, the metric that counts, at the best decoding offs
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
@@ -50,8 +51,10 @@ from nnlab.tasks.base import (
     shared,
     write_confusion,
 )
+from nnlab.tasks.ensemble_graph import combined_spec, weighted_sum
 from nnlab.tasks.info import KeyphraseDataInfo, KeyphraseInfo
 from nnlab.tasks.keyphrase_encoding import Encoded, collate, encode
+from nnlab.tasks.keyphrase_export import decider
 from nnlab.tasks.keyphrase_export import export_spec as graph_spec
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.text import (
@@ -359,6 +362,19 @@ class KeyphraseTask(TextTask):
     def combine(self, outputs: list[ensemble.TaggerOutputs], weights: list[float], rule: str
                 ) -> ensemble.TaggerOutputs:
         return ensemble.combine(outputs, weights, rule)
+
+    def ensemble_spec(self, specs: list[ExportSpec], weights: list[float], rule: str,
+                      names: list[str]) -> ExportSpec:
+        """One graph: the weighted mean of the members' emissions (each with its `O` offset);
+        the meta's CRF is the weighted mean of the members' (a softmax tagger's: zeros)."""
+        if rule != "mean-emissions":
+            raise NnlabError(f"export: the {rule} rule needs forward-backward inside the graph; "
+                             "write the ensemble with --rule mean-emissions to export it")
+        spec = combined_spec(specs, weights, names, weighted_sum)
+        crf = ensemble.mean_crf_meta([s.meta["crf"] for s in specs], weights, len(self._info.tags))
+        return dataclasses.replace(spec, decide=decider(crf), meta=spec.meta | {
+            "crf": crf, "decode": "viterbi (the .viterbi.py file beside)" if crf else "argmax per token",
+            "output": "scores: (batch, tokens, tags), the members' weighted mean; decode them"})
 
     def judge(self, out: ensemble.TaggerOutputs, data: Encoded, details: bool = False
               ) -> dict[str, Any]:

@@ -67,6 +67,18 @@ def tagger_outputs(model: torch.nn.Module, enc: Encoded, runtime: Runtime, batch
     return TaggerOutputs(emissions, start, trans, end)
 
 
+def mean_crf_meta(crfs: list[dict[str, list] | None], weights: list[float], tags: int
+                  ) -> dict[str, list] | None:
+    """The weighted mean of exported CRF scores (start, transitions, end), a softmax tagger's
+    counted as zeros; None when no member has a CRF (the graph is decoded by argmax)."""
+    if all(c is None for c in crfs):
+        return None
+    zeros = {"start": torch.zeros(tags), "transitions": torch.zeros(tags, tags), "end": torch.zeros(tags)}
+    mean = {k: sum(w * (torch.tensor(c[k]) if c else z) for c, w in zip(crfs, weights, strict=True))
+            for k, z in zeros.items()}
+    return {k: v.tolist() for k, v in mean.items()}  # type: ignore[union-attr]
+
+
 def crf_of(start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor) -> CRF:
     """A CRF whose scores are these (penalties included: its own penalty buffers stay zero)."""
     crf = CRF(len(start))

@@ -10,6 +10,7 @@ keeps fp16.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,18 @@ class TaggerScores(nn.Module):
         return emissions - self.tagger.o_bias * self.o_only
 
 
+def decider(crf_meta: dict[str, Any] | None) -> Callable[[Any, dict[str, torch.Tensor]], list]:
+    """The graph's scores (batch, tokens, tags) as tag ids per sequence, as a user decodes them:
+    Viterbi under the CRF's scores in the meta, or the argmax per token without a CRF."""
+    def decide(out: Any, x: dict[str, torch.Tensor]) -> list[list[int]]:
+        lengths = x["mask"].sum(1).tolist()
+        if crf_meta is None:
+            return [np.asarray(out)[i, :n].argmax(1).tolist() for i, n in enumerate(lengths)]
+        return [viterbi(np.asarray(out)[i, :n], *crf_meta.values()) for i, n in enumerate(lengths)]
+
+    return decide
+
+
 def export_spec(model: nn.Module, info: KeyphraseInfo) -> ExportSpec:
     """Graph: word ids (and character ids, for character-feature taggers), the mask, and the
     word pieces for a tagger on contextual features -> each token's tag scores."""
@@ -126,12 +139,6 @@ def export_spec(model: nn.Module, info: KeyphraseInfo) -> ExportSpec:
     crf_meta = None if scores is None else dict(zip(("start", "transitions", "end"),
                                                     (t.detach().tolist() for t in scores), strict=True))
 
-    def decide(out: Any, x: dict[str, torch.Tensor]) -> list[list[int]]:
-        lengths = x["mask"].sum(1).tolist()
-        if crf_meta is None:
-            return [np.asarray(out)[i, :n].argmax(1).tolist() for i, n in enumerate(lengths)]
-        return [viterbi(np.asarray(out)[i, :n], *crf_meta.values()) for i, n in enumerate(lengths)]
-
     axes = {"words": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
             "scores": {0: "batch", 1: "tokens"}}
     if with_chars:
@@ -155,7 +162,8 @@ def export_spec(model: nn.Module, info: KeyphraseInfo) -> ExportSpec:
         meta["contextual"] = {"encoder": minilm.NAME, "layers": ctx["layers"],
                               "fine_tuned_layers": ctx["tune"], "window": minilm.WINDOW}
     return ExportSpec(
-        TaggerScores(model, features), random_text if ctx else random_ids, ["scores"], axes, decide,
+        TaggerScores(model, features), random_text if ctx else random_ids, ["scores"], axes,
+        decider(crf_meta),
         meta=meta | {
             "tags": info.tags, "encoding": info.encoding, "vocabulary": info.vocab,
             "characters": info.chars if with_chars else None,

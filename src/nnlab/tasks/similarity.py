@@ -36,6 +36,7 @@ from nnlab.tasks.base import (
     first,
     shared,
 )
+from nnlab.tasks.ensemble_graph import combined_spec, weighted_sum
 from nnlab.tasks.info import DataInfo, SimilarityInfo
 from nnlab.tasks.registry import register_task
 from nnlab.tasks.similarity_baselines import glove_cosine, minilm_cosine
@@ -360,6 +361,11 @@ class SimilarityTask(TextTask):
                 if not words(text):
                     raise NnlabError(f"pair {i}: the {name} sentence is empty")
         return self.score_texts(model, pairs)
+
+    def ensemble_spec(self, specs: list[ExportSpec], weights: list[float], rule: str,
+                      names: list[str]) -> ExportSpec:
+        """One graph: the weighted mean of the members' scores."""
+        return combined_spec(specs, weights, names, weighted_sum)
 
     def combine(self, outputs: list[torch.Tensor], weights: list[float], rule: str) -> torch.Tensor:
         return sum(w * s for w, s in zip(weights, outputs, strict=True))  # type: ignore[return-value]
