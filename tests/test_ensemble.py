@@ -1,0 +1,230 @@
+"""Ensembles of runs (`nnlab ensemble`): the combination rules against hand-computed means,
+valid tag sequences from both tagger rules, ONNX parity, evaluate/predict/serve through the
+CLI and the app, and one-line refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from nnlab import ensemble, experiment
+from nnlab.data.tags import allowed_transitions
+from nnlab.shipped.viterbi import viterbi
+
+TEXT = "We train recurrent neural networks for keyphrase extraction from scientific abstracts."
+PAIR = ["A man is playing a guitar.", "Someone plays the guitar."]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny finished runs on the generated data: two seeds of a model per task, a second model
+    per text task, and a tagger on other tags (BIO, the recipe tags BIOES) to be refused."""
+    root = tmp_path_factory.mktemp("members")
+    quiet = Console(quiet=True)
+    found = {}
+    for name, task, model, sets in (
+            ("img0", "image", "cnn", ["data.limit=200", "train.seed=0"]),
+            ("img1", "image", "cnn", ["data.limit=200", "train.seed=1"]),
+            ("kp0", "keyphrase", "bilstm-crf", ["data.limit=60", "train.seed=0"]),
+            ("kp1", "keyphrase", "bilstm-crf", ["data.limit=60", "train.seed=1"]),
+            ("kpsoft", "keyphrase", "bilstm", ["data.limit=60"]),
+            ("kpbio", "keyphrase", "bilstm-crf", ["data.limit=60", "data.encoding=bio"]),
+            ("sim0", "similarity", "lstm", ["data.limit=300", "train.seed=0"]),
+            ("sim1", "similarity", "lstm", ["data.limit=300", "train.seed=1"]),
+            ("simrnn", "similarity", "rnn", ["data.limit=300"])):
+        cfg = experiment.resolve_config(task, model, data="generated", epochs=2, sets=sets)
+        experiment.train_run(cfg, root / name, quiet, progress=False)
+        found[name] = root / name
+    return found
+
+
+def as_json(result) -> dict | list:
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_similarity_is_the_mean_of_its_members_scores(runs, run_cli, tmp_path):
+    out = tmp_path / "ens"
+    made = as_json(run_cli("ensemble", runs["sim0"], runs["simrnn"], "--out", out, "--json"))
+    alone = [as_json(run_cli("evaluate", runs[r], "--json")) for r in ("sim0", "simrnn")]
+    both = as_json(run_cli("evaluate", out, "--json"))
+    mean = (np.array(alone[0]["predictions"]) + np.array(alone[1]["predictions"])) / 2
+    assert np.abs(np.array(both["predictions"]) - mean).max() < 2e-5
+    # each member's figure inside the ensemble's result is its own `nnlab evaluate` figure
+    assert [m["pearson"] for m in made["members"]] == pytest.approx([a["pearson"] for a in alone], abs=1e-6)
+    assert made["pearson"] == pytest.approx(both["pearson"], abs=1e-9)
+    assert made["gain"] == pytest.approx(both["pearson"] - (alone[0]["pearson"] + alone[1]["pearson"]) / 2)
+    scored = as_json(run_cli("predict", out, *PAIR, "--json"))[0]["score"]
+    singles = [as_json(run_cli("predict", runs[r], *PAIR, "--json"))[0]["score"] for r in ("sim0", "simrnn")]
+    assert scored == pytest.approx(sum(singles) / 2, abs=1e-4)
+
+
+def test_image_probabilities_are_the_weighted_mean(runs, run_cli, tmp_path):
+    out = tmp_path / "ens"
+    assert run_cli("ensemble", runs["img0"], runs["img1"], "--out", out, "--weights", "3,1").code == 0
+    files = []
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        (tmp_path / f"{i}.png").write_bytes(buffer.getvalue())
+        files.append(tmp_path / f"{i}.png")
+
+    def probabilities(run: Path) -> np.ndarray:  # (images, classes), classes by name
+        found = as_json(run_cli("predict", run, *files, "--top-k", "100", "--json"))
+        return np.array([[p["probability"] for p in sorted(r["top"], key=lambda t: t["class"])]
+                         for r in found])
+
+    expected = 0.75 * probabilities(runs["img0"]) + 0.25 * probabilities(runs["img1"])
+    assert np.abs(probabilities(out) - expected).max() < 2e-6
+    alone = [as_json(run_cli("evaluate", runs[r], "--json"))["accuracy"] for r in ("img0", "img1")]
+    both = as_json(run_cli("evaluate", out, "--json"))
+    assert [m["accuracy"] for m in both["members"]] == pytest.approx(alone)
+    assert both["per_class"] and both["rule"] == "mean-probabilities"
+
+
+def test_tagger_mean_emissions_decode_as_viterbi_on_the_averaged_crf(runs, run_cli, tmp_path):
+    out = tmp_path / "ens"
+    assert run_cli("ensemble", runs["kp0"], runs["kp1"], runs["kpsoft"], "--out", out,
+                   "--weights", "2,1,1").code == 0
+    combined = ensemble.load(out, "cpu")
+    task = combined.task
+    examples, where = task.labelled(None, "val")
+    outputs = [m.task.outputs(m.model, m.task.prepare(examples, where)) for m in combined.members]
+    mixed = task.combine(outputs, combined.weights, "mean-emissions")
+    w = [0.5, 0.25, 0.25]
+    crfs = [m.model.crf for m in combined.members]
+    scores = [[t.detach() for t in c._scores()] if c is not None else None for c in crfs]
+    assert scores[2] is None  # the softmax tagger counts as a CRF of zero transitions
+    start, trans, end = (sum(w[i] * scores[i][k] for i in range(2)) for k in range(3))
+    from nnlab.tasks import keyphrase_ensemble
+    paths, _ = keyphrase_ensemble.decode(mixed)
+    for i in range(len(examples)):
+        by_hand = sum(wi * o.emissions[i] for wi, o in zip(w, outputs, strict=True))
+        assert torch.allclose(mixed.emissions[i], by_hand, atol=1e-6)
+        expected = viterbi(by_hand.numpy(), start.tolist(), trans.tolist(), end.tolist())
+        assert paths[i].tolist() == expected
+    result = as_json(run_cli("evaluate", out, "--json"))
+    alone = [as_json(run_cli("evaluate", runs[r], "--json"))["span_f1"] for r in ("kp0", "kp1", "kpsoft")]
+    assert [m["span_f1"] for m in result["members"]] == pytest.approx(alone)
+
+
+@pytest.mark.parametrize("rule", ["mean-emissions", "mean-marginals"])
+def test_both_tagger_rules_decode_valid_tag_sequences(runs, run_cli, tmp_path, rule):
+    out = tmp_path / "ens"
+    assert run_cli("ensemble", runs["kp0"], runs["kp1"], runs["kpsoft"], "--out", out,
+                   "--rule", rule).code == 0
+    combined = ensemble.load(out, "cpu")
+    task = combined.task
+    examples, where = task.labelled(None, "val")
+    outputs = [m.task.outputs(m.model, m.task.prepare(examples, where)) for m in combined.members]
+    from nnlab.tasks import keyphrase_ensemble
+    paths, _ = keyphrase_ensemble.decode(task.combine(outputs, combined.weights, rule))
+    tags = task.info().tags
+    allowed, may_start, _may_end = allowed_transitions(tags, task.info().encoding)
+    for path in paths:
+        p = path.tolist()
+        assert may_start[p[0]], [tags[t] for t in p]
+        assert all(allowed[a][b] for a, b in zip(p, p[1:], strict=False)), [tags[t] for t in p]
+    # emissions whose per-token argmax is invalid (O then I-KEY): both rules must not follow it
+    o, b, i = tags.index("O"), tags.index("B-KEY"), tags.index("I-KEY")
+    crf = combined.members[0].model.crf
+    start, trans, end = (t.detach() for t in crf._scores())
+    bad = torch.zeros(4, len(tags))
+    bad[[0, 1, 2, 3], [o, i, i, o]] = 3.0
+    bad[1, b] = 2.5
+    argmax = bad.argmax(1).tolist()
+    assert not allowed[argmax[0]][argmax[1]]
+    members = [keyphrase_ensemble.TaggerOutputs([bad], start, trans, end),
+               keyphrase_ensemble.TaggerOutputs([bad * 0.5], *(torch.zeros_like(t) for t in (start, trans, end)))]
+    path = keyphrase_ensemble.decode(keyphrase_ensemble.combine(members, [0.5, 0.5], rule))[0][0].tolist()
+    assert all(allowed[a][b] for a, b in zip(path, path[1:], strict=False)), [tags[t] for t in path]
+    phrases = as_json(run_cli("predict", out, TEXT, "--json"))[0]["keyphrases"]
+    assert all(TEXT[k["start"]:k["end"]] == k["text"] for k in phrases)
+
+
+def test_onnx_graph_holds_every_member_and_the_rule(runs, run_cli, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    for members, name in (([runs["sim0"], runs["sim1"]], "sim"), ([runs["img0"], runs["img1"]], "img"),
+                          ([runs["kp0"], runs["kpsoft"]], "kp")):
+        folder = tmp_path / name
+        assert run_cli("ensemble", *members, "--out", folder).code == 0
+        r = run_cli("export", folder, "--out", tmp_path / f"{name}.onnx")
+        assert r.code == 0, r.err
+        meta = json.loads((tmp_path / f"{name}.json").read_text())
+        assert meta["parity"]["same_predictions"] and meta["parity"]["max_abs_diff"] <= 1e-4
+        assert len(meta["ensemble"]["members"]) == 2
+    # the graph against the PyTorch ensemble: the members' own scores, averaged
+    session = ort.InferenceSession(str(tmp_path / "sim.onnx"), providers=["CPUExecutionProvider"])
+    combined = ensemble.load(tmp_path / "sim", "cpu")
+    specs = [m.task.export_spec(m.model) for m in combined.members]
+    x = specs[0].inputs(4, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        by_hand = sum(0.5 * s.module(*x.values()) for s in specs)
+    got = session.run(None, {k: v.numpy() for k, v in x.items()})[0]
+    assert np.abs(got - by_hand.numpy()).max() < 1e-4
+    meta = json.loads((tmp_path / "kp.json").read_text())
+    assert meta["crf"] is not None and meta["decode"].startswith("viterbi")
+
+
+def test_serving_an_ensemble_answers_as_predict_does(runs, run_cli, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from nnlab.serve.app import Limits, create_app, load_served
+    folder = tmp_path / "ens"
+    assert run_cli("ensemble", runs["sim0"], runs["simrnn"], "--out", folder).code == 0
+    limits = Limits(max_body=1 << 20, wait=0.01)
+    served = load_served([f"pairs={folder}"], "cpu", limits)
+    with TestClient(create_app(served, limits), base_url="http://127.0.0.1:8000") as client:
+        listed = client.get("/v1/models").json()[0]
+        assert listed["model"].startswith("ensemble of 2") and listed["validation"] is not None
+        r = client.post("/v1/models/pairs/predict", json={"pairs": [PAIR]})
+        assert r.status_code == 200, r.text
+        assert r.json() == experiment.predict_run(folder, PAIR, {}, "cpu")[1]
+
+
+def one_line(result, *needles: str) -> None:
+    assert result.code == 2, (result.out, result.err)
+    line = result.err.strip()
+    assert line.startswith("error: ") and "\n" not in line and "Traceback" not in line, result.err
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_mismatched_members_and_bad_options_are_refused(runs, run_cli, tmp_path):
+    out = tmp_path / "ens"
+    one_line(run_cli("ensemble", runs["sim0"], runs["kp0"], "--out", out), "a keyphrase run",
+             "similarity")
+    one_line(run_cli("ensemble", runs["kp0"], runs["kpbio"], "--out", out), "kpbio", "tags differ")
+    one_line(run_cli("ensemble", runs["sim0"], "--out", out), "at least two runs")
+    one_line(run_cli("ensemble", runs["sim0"], runs["sim0"], "--out", out), "given twice")
+    one_line(run_cli("ensemble", runs["sim0"], runs["sim1"], "--out", out, "--weights", "1"),
+             "--weights", "1 weights for 2 runs")
+    one_line(run_cli("ensemble", runs["sim0"], runs["sim1"], "--out", out, "--weights", "1,-1"),
+             "> 0")
+    one_line(run_cli("ensemble", runs["sim0"], runs["sim1"], "--out", out, "--rule", "vote"),
+             "--rule vote", "mean-scores")
+    assert not out.exists()  # nothing half-written
+
+
+def test_a_member_changed_after_the_ensemble_is_refused(runs, run_cli, tmp_path):
+    members = tmp_path / "members"
+    for r in ("sim0", "sim1"):  # copies: the module's runs stay as they are
+        (members / r).mkdir(parents=True)
+        for f in runs[r].iterdir():
+            if f.is_file():
+                (members / r / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "ens"
+    assert run_cli("ensemble", members / "sim0", members / "sim1", "--out", out).code == 0
+    assert run_cli("evaluate", out).code == 0
+    weights = members / "sim1" / "best.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    for args in (("evaluate", out), ("predict", out, *PAIR), ("export", out, "--out", tmp_path / "e.onnx")):
+        one_line(run_cli(*args), "sim1", "changed after the ensemble", "best.safetensors")
