@@ -5,6 +5,7 @@ CLI and the app, and one-line refusals."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def test_both_tagger_rules_decode_valid_tag_sequences(runs, run_cli, tmp_path, r
     for path in paths:
         p = path.tolist()
         assert may_start[p[0]], [tags[t] for t in p]
-        assert all(allowed[a][b] for a, b in zip(p, p[1:], strict=False)), [tags[t] for t in p]
+        assert all(allowed[a][b] for a, b in itertools.pairwise(p)), [tags[t] for t in p]
     # emissions whose per-token argmax is invalid (O then I-KEY): both rules must not follow it
     o, b, i = tags.index("O"), tags.index("B-KEY"), tags.index("I-KEY")
     crf = combined.members[0].model.crf
@@ -142,10 +143,11 @@ def test_both_tagger_rules_decode_valid_tag_sequences(runs, run_cli, tmp_path, r
     bad[1, b] = 2.5
     argmax = bad.argmax(1).tolist()
     assert not allowed[argmax[0]][argmax[1]]
+    zero = (torch.zeros_like(t) for t in (start, trans, end))  # a softmax tagger's
     members = [keyphrase_ensemble.TaggerOutputs([bad], start, trans, end),
-               keyphrase_ensemble.TaggerOutputs([bad * 0.5], *(torch.zeros_like(t) for t in (start, trans, end)))]
+               keyphrase_ensemble.TaggerOutputs([bad * 0.5], *zero)]
     path = keyphrase_ensemble.decode(keyphrase_ensemble.combine(members, [0.5, 0.5], rule))[0][0].tolist()
-    assert all(allowed[a][b] for a, b in zip(path, path[1:], strict=False)), [tags[t] for t in path]
+    assert all(allowed[a][b] for a, b in itertools.pairwise(path)), [tags[t] for t in path]
     phrases = as_json(run_cli("predict", out, TEXT, "--json"))[0]["keyphrases"]
     assert all(TEXT[k["start"]:k["end"]] == k["text"] for k in phrases)
 
@@ -228,3 +230,32 @@ def test_a_member_changed_after_the_ensemble_is_refused(runs, run_cli, tmp_path)
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     for args in (("evaluate", out), ("predict", out, *PAIR), ("export", out, "--out", tmp_path / "e.onnx")):
         one_line(run_cli(*args), "sim1", "changed after the ensemble", "best.safetensors")
+
+
+def test_an_ensemble_file_trains_its_missing_members_then_combines(run_cli, tmp_path):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "lstm.toml").write_text('[model]\nname = "lstm"\n')
+    (recipes / "rnn.toml").write_text('[model]\nname = "rnn"\n')
+    file = recipes / "ensemble.toml"
+    file.write_text('task = "similarity"\n'
+                    '[[members]]\nrecipe = "lstm.toml"\nseeds = [0, 1]\n'
+                    'set = ["data.limit=300", "train.epochs=1"]\n'
+                    '[[members]]\nrecipe = "rnn.toml"\nweight = 2.0\n'
+                    'set = ["data.limit=300", "train.epochs=1"]\n')
+    out = tmp_path / "ens"
+    made = as_json(run_cli("ensemble", "--config", file, "--data", "generated", "--out", out, "--json"))
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["lstm-seed0", "lstm-seed1", "rnn-seed0"]
+    assert [m["weight"] for m in made["members"]] == pytest.approx([0.25, 0.25, 0.5])
+    assert as_json(run_cli("evaluate", out, "--json"))["pearson"] == pytest.approx(made["pearson"])
+    stamp = (out / "members" / "rnn-seed0" / "best.safetensors").stat().st_mtime_ns
+    again = as_json(run_cli("ensemble", "--config", file, "--data", "generated", "--out", out, "--json"))
+    assert again["pearson"] == pytest.approx(made["pearson"])  # members kept, not trained again
+    assert (out / "members" / "rnn-seed0" / "best.safetensors").stat().st_mtime_ns == stamp
+    file.write_text('task = "similarity"\nvote = "majority"\n[[members]]\nrecipe = "lstm.toml"\n')
+    one_line(run_cli("ensemble", "--config", file, "--data", "generated", "--out", tmp_path / "e2"),
+             "ensemble.toml", "'vote'")
+    file.write_text('task = "similarity"\n[[members]]\nrecipe = "gone.toml"\nseeds = [0, 1]\n')
+    one_line(run_cli("ensemble", "--config", file, "--out", tmp_path / "e2"), "gone.toml")
+    one_line(run_cli("ensemble", "--config", file, "--out", tmp_path / "e2", "--rule", "mean-scores"),
+             "--config", "--rule")

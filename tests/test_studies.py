@@ -275,7 +275,8 @@ text = "dynamic lr helps"
 pairs = [["rnn, dynamic lr", "rnn, constant lr"]]
 """)
     out = tmp_path / "s"
-    r = run_cli("reproduce", study, "--out", out, "--data", "generated", "--seeds", "0,1", "--quiet")
+    r = run_cli("reproduce", study, "--out", out, "--data", "generated", "--seeds", "0,1", "--quiet",
+                "--ensemble")
     assert r.code == 0, r.err
     folders = sorted(p.name for p in (out / "runs").iterdir())
     assert folders == ["rnn-constant-lr-seed0", "rnn-constant-lr-seed1", "rnn-dynamic-lr-seed0",
@@ -291,6 +292,13 @@ pairs = [["rnn, dynamic lr", "rnn, constant lr"]]
     mean = (diffs[0] + diffs[1]) / 2
     assert f"dynamic lr helps: {mean:+.4f} ± " in md, md  # the claim's figure is the runs' own
     assert "(2 seeds; per seed " in md
+    # --ensemble: each variant's two seeds combined, beside the single runs
+    assert "## Ensembles of each variant's seeds (validation Pearson r)" in md
+    for folder in ("rnn-dynamic-lr", "rnn-constant-lr"):
+        made = json.loads((out / "ensembles" / folder / "summary.json").read_text())["val"]
+        member_mean = (scores[f"{folder}-seed0"] + scores[f"{folder}-seed1"]) / 2
+        assert made["mean_member"] == pytest.approx(member_mean, abs=1e-6)
+        assert f"{made['gain']:+.4f}" in md
     # patience 0: the plateau schedule cuts after every epoch without improvement, and says so
     assert "The plateau schedule cut the learning rate" in md
     rebuilt = tmp_path / "rebuilt"
@@ -298,6 +306,8 @@ pairs = [["rnn, dynamic lr", "rnn, constant lr"]]
     assert f"dynamic lr helps: {mean:+.4f} ± " in (rebuilt / "report.md").read_text()
     r = run_cli("reproduce", study, "--out", out, "--data", "generated", "--seeds", "0,1,2")
     assert r.code == 2 and "differs in seeds" in r.err
+    r = run_cli("reproduce", study, "--out", tmp_path / "one", "--data", "generated", "--ensemble")
+    assert r.code == 2 and "--ensemble" in r.err and "--seeds" in r.err
 
 
 def test_claims_name_variants_of_the_study(tmp_path):

@@ -122,9 +122,16 @@ def predict(
 
 @app.command("ensemble")
 def ensemble_runs(
-    run_dirs: Annotated[list[str], typer.Argument(help="finished run folders of one task")],
+    run_dirs: Annotated[list[str] | None, typer.Argument(help="finished run folders of one task")
+                        ] = None,
     out_dir: Annotated[str, typer.Option("--out", help="the ensemble's new folder (no weights are "
-                                         "copied; evaluate, predict, serve and export take it)")],
+                                         "copied; evaluate, predict, serve and export take it)")] = "",
+    config: Annotated[str | None, typer.Option(
+        help="an ensemble file (member recipes and seeds): members missing under --out/members "
+             "are trained first (experiments/keyphrase/ensemble.toml)")] = None,
+    data: Annotated[str | None, typer.Option(help="with --config: the members' data")] = None,
+    workers: Annotated[int, typer.Option(help="with --config: members trained at a time (Ray)")] = 1,
+    threads: Annotated[int, typer.Option(help="with --config: CPU threads per member (0: auto)")] = 0,
     weights: Annotated[str | None, typer.Option(help="w1,w2,...: one per run (default: equal)")] = None,
     rule: Annotated[str | None, typer.Option(
         help="images: mean-probabilities; similarity: mean-scores; keyphrase: mean-emissions | "
@@ -134,9 +141,21 @@ def ensemble_runs(
 ) -> None:
     """Combine finished runs into one model, checked (same task, outputs and data) and judged
     on the validation split beside its members."""
-    from nnlab import ensemble
+    from nnlab import ensemble, ensemble_config
+    from nnlab.executor import Resources
 
-    result = ensemble.create(run_dirs, out_dir, weights, rule, device)
+    if not out_dir:
+        raise NnlabError("--out: the ensemble's folder is required")
+    if config is not None:
+        if run_dirs or weights or rule:
+            raise NnlabError("--config: the file names the members, their weights and the rule; "
+                             "give no runs, --weights or --rule beside it")
+        result = ensemble_config.build(config, data, out_dir, Resources(workers, threads), err,
+                                       progress=not as_json, device=device)
+    else:
+        if data is not None or workers != 1 or threads:
+            raise NnlabError("--data/--workers/--threads: only with --config (runs are already trained)")
+        result = ensemble.create(run_dirs or [], out_dir, weights, rule, device)
     if as_json:
         print(_json(result))
         return
@@ -390,6 +409,10 @@ def reproduce(
     ray_address: Annotated[str | None, typer.Option(
         help="join a running Ray cluster (HOST:PORT, or auto) instead of starting one here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    ensemble: Annotated[bool, typer.Option(
+        "--ensemble", help="with --seeds: also combine each variant's seeds into an ensemble "
+                           "(OUT/ensembles/VARIANT), shown in the report beside the single runs")
+                        ] = False,
 ) -> None:
     """Train every variant of a study (skipping finished ones) and write its report."""
     from nnlab import distributed, studies
@@ -403,6 +426,8 @@ def reproduce(
     if not out_dir:
         raise NnlabError("--out DIR: required (a folder for the study's runs and report)")
     seed_list = _seed_list(seeds)
+    if ensemble and (seed_list is None or len(seed_list) < 2):
+        raise NnlabError("--ensemble: combines each variant's seeds; give two or more with --seeds")
     resources = Resources(workers, threads, _in_range("--gpus", gpus, 0, 64), ray_address)
     resources.check()
     if not resources.ray and threads:  # one process: its torch threads
@@ -411,7 +436,8 @@ def reproduce(
         torch.set_num_threads(threads)
     loaded = studies.load_study(study)
     report = studies.run_study(loaded, budget, data, Path(out_dir), err, set_, test,
-                               progress=not quiet, seeds=seed_list, resources=resources)
+                               progress=not quiet, seeds=seed_list, resources=resources,
+                               ensembles=ensemble)
     if distributed.current().main:
         out.print(f"report: {report}")
 

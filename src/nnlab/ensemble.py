@@ -73,31 +73,36 @@ class Ensemble:
         models = sorted({m.task.cfg.model.name for m in self.members})
         return f"ensemble of {len(self.members)} ({', '.join(models)}; {self.rule})"
 
-    def evaluate(self, data: str | None = None, split: str | None = None, details: bool = True
-                 ) -> dict[str, Any]:
+    def evaluate(self, data: str | None = None, split: str | None = None, details: bool = True,
+                 alone: bool = True) -> dict[str, Any]:
         """The ensemble's figures on labelled data (`nnlab evaluate`'s choices of data and
-        split), beside each member's on the same examples and the gain over their mean."""
+        split), beside each member's on the same examples and the gain over their mean
+        (`alone`: judge each member too; without, only the ensemble's own cost is paid)."""
         split = split or ("all" if data else "val")
         examples, where = self.task.labelled(data, split)
-        outputs, alone = [], []
+        outputs, figures = [], []
         for m in self.members:
             prepared = m.task.prepare(examples, where)
             out = m.task.outputs(m.model, prepared)  # type: ignore[attr-defined]
             outputs.append(out)
-            alone.append(m.task.judge(out, prepared))  # type: ignore[attr-defined]
+            if alone:
+                figures.append(m.task.judge(out, prepared))  # type: ignore[attr-defined]
         task = self.task
         result = task.judge(task.combine(outputs, self.weights, self.rule),  # type: ignore[attr-defined]
                             task.prepare(examples, where), details)
         result |= task.evaluation_notes(examples, where)
+        result |= {"run": str(self.path), "task": task.name, "model": self.name, "rule": self.rule,
+                   "data": where, "split": split}
+        if not alone:
+            return result
         metric = task.main_metric
-        mean = sum(a[metric] for a in alone) / len(alone)
+        mean = sum(a[metric] for a in figures) / len(figures)
         result["members"] = [{"run": str(m.run.path), "model": m.task.cfg.model.name,
                               "seed": m.task.cfg.train.seed, "weight": m.weight, metric: a[metric]}
-                             for m, a in zip(self.members, alone, strict=True)]
+                             for m, a in zip(self.members, figures, strict=True)]
         result["mean_member"] = mean
         result["gain"] = (result[metric] - mean) * (1 if task.higher_is_better else -1)
-        return result | {"run": str(self.path), "task": task.name, "model": self.name,
-                         "rule": self.rule, "data": where, "split": split}
+        return result
 
     def predict(self, inputs: list[Any], options: PredictOptions) -> list[dict]:
         """Predictions on raw inputs (`read_inputs`' or a served request's)."""
@@ -181,12 +186,14 @@ def _short(value: Any) -> str:
 
 
 def create(runs: list[str], out: str | Path, weights: str | None = None, rule: str | None = None,
-           device: str = "auto") -> dict[str, Any]:
+           device: str = "auto", replace: bool = False) -> dict[str, Any]:
     """Check, combine and write an ensemble folder; its validation figures (returned) in
-    summary.json."""
+    summary.json. `replace`: `out` may exist and its ensemble files are rewritten (an
+    ensemble file's members live inside it)."""
     if len(runs) < 2:
         raise NnlabError("ensemble: give at least two runs")
-    RunDir.check_new(out)
+    if not replace:
+        RunDir.check_new(out)
     fractions = parse_weights(weights, len(runs))
     members = [_load_member(r, device, w) for r, w in zip(runs, fractions, strict=True)]
     _check_members(members)

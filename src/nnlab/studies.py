@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from nnlab import distributed, tasks
+from nnlab import distributed, ensemble, tasks
 from nnlab.claims import Claim
 from nnlab.config import RunConfig, check_choices
 from nnlab.data import GENERATED
@@ -39,6 +39,7 @@ from nnlab.fileio import LOCK, atomic_write_json, folder_lock, make_folder, read
 from nnlab.models import EXTRAS, check_extra
 from nnlab.report import build_report
 from nnlab.runs import RunDir, run_summary
+from nnlab.tasks.base import Section, fmt
 
 BUDGETS = ("quick", "cpu", "full")  # minutes a variant; the reports' claims on 2 cores; a GPU
 STUDY_FILE = "study.json"  # in the study's output folder: what it was started with
@@ -206,10 +207,12 @@ class Job:
 
 def run_study(study: Study, budget: str, data: str | None, out: Path, console: Console,
               sets: list[str] | None = None, test: bool = False, progress: bool = True,
-              seeds: list[int] | None = None, resources: Resources | None = None) -> Path:
+              seeds: list[int] | None = None, resources: Resources | None = None,
+              ensembles: bool = False) -> Path:
     """Train (or resume, or skip) every variant (at every seed), run the baselines, write the
     report. `seeds`: each variant once per seed (`train.seed`), and every claim measured over
-    them. `resources`: spread the runs over Ray workers (`nnlab.executor`); default: here."""
+    them. `resources`: spread the runs over Ray workers (`nnlab.executor`); default: here.
+    `ensembles`: each variant's seeds combined (`nnlab.ensemble`), a table in the report."""
     if budget not in BUDGETS:
         raise NnlabError(f"--budget {budget}: unknown (choose from {', '.join(BUDGETS)})")
     resources = resources or Resources()
@@ -240,12 +243,12 @@ def run_study(study: Study, budget: str, data: str | None, out: Path, console: C
             _claim_folder(out, study, budget, found, sets, seeds)
         distributed.barrier()
         return _run_variants(study, budget, found, out, console, jobs, configs, sets, test, progress,
-                             resources)
+                             resources, ensembles)
 
 
 def _run_variants(study: Study, budget: str, found: str, out: Path, console: Console, jobs: list[Job],
                   configs: dict[str, RunConfig], sets: list[str], test: bool, progress: bool,
-                  resources: Resources) -> Path:
+                  resources: Resources, ensembles: bool = False) -> Path:
     main = distributed.current().main
     notes = list(study.notes)
     for v in study.variants:
@@ -301,10 +304,43 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
         with distributed.alone():
             _evaluate_test(paths, console, notes)
     notes.append(_budget_note(study, budget, found))
+    sections = []
+    if ensembles:
+        with distributed.alone():
+            sections = _ensembles_of_seeds(study, jobs, out, console, notes)
     report = build_report(paths, out, title=study.title, notes=notes,
                           command=["nnlab", *sys.argv[1:]] if sys.argv else None,
-                          claims=study.claims)
+                          claims=study.claims, extra_sections=sections)
     return report
+
+
+def _ensembles_of_seeds(study: Study, jobs: list[Job], out: Path, console: Console,
+                        notes: list[str]) -> list[Section]:
+    """Each variant's finished seeds as an ensemble in out/ensembles/<variant>, rewritten on
+    every run; the report's table: its validation figure beside its members' mean and best."""
+    kind = tasks.get(study.task)
+    metric, rows = kind.main_metric, []
+    for v in study.variants:
+        members = [_variant_path(out, j.folder) for j in jobs if j.variant.name == v.name]
+        members = [p for p in members if RunDir(p).finished]
+        if len(members) < 2:
+            continue
+        try:
+            made = ensemble.create([str(p) for p in members], out / "ensembles" / v.folder,
+                                   replace=True)
+        except NnlabError as e:
+            console.print(f"[yellow]{escape(v.name)}: no ensemble ({escape(str(e))})[/]")
+            notes.append(f"No ensemble of {v.name!r}: {e}.")
+            continue
+        values = [m[metric] for m in made["members"]]
+        rows.append([v.name, str(len(members)), fmt(made[metric]), fmt(made["mean_member"]),
+                     fmt(max(values) if kind.higher_is_better else min(values)),
+                     f"{made['gain']:+.4f}", made["rule"]])
+    if not rows:
+        return []
+    return [Section(f"Ensembles of each variant's seeds (validation {kind.label(metric)})",
+                    ["variant", "seeds", "ensemble", "mean member", "best member",
+                     "gain over the mean", "rule"], rows)]
 
 
 def _label(job: Job) -> str:
