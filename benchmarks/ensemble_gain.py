@@ -3,7 +3,7 @@
 Trains (or reuses, when a finished run folder is there) `--seeds` seeds of a recipe and any
 `--mixed` extra recipes, one run at a time in this process; then writes ensembles of the
 first 3 and of all seeds, by every combination rule the task has, and a mixed ensemble of the
-first seed with the extra recipes. Each row gives the ensemble's validation figure, its
+first seed with each extra recipe. Each row gives the ensemble's validation figure, its
 members' mean and best, the gain over the mean, the inference time of the ensemble against
 one member (evaluating the validation split: every member's forward pass and the rule, after
 the members are loaded) and the members' training time.
@@ -57,10 +57,9 @@ def main() -> None:
              for s in range(args.seeds)]
     mixed = [train(args.task, c, args.data, 0, root / Path(c).stem, args.set) for c in args.mixed]
 
-    groups = [(f"{Path(args.config).stem} x3", seeds[:3]), (f"{Path(args.config).stem} x{args.seeds}", seeds)]
-    if mixed:
-        groups.append((" + ".join([Path(args.config).stem, *(Path(c).stem for c in args.mixed)]),
-                       [seeds[0], *mixed]))
+    stem = Path(args.config).stem
+    groups = [(f"{stem} x{n}", seeds[:n]) for n in sorted({min(3, args.seeds), args.seeds}) if n >= 2]
+    groups += [(f"{stem} + {Path(c).stem}", [seeds[0], m]) for c, m in zip(args.mixed, mixed, strict=True)]
     rows = []
     for label, members in groups:
         experiment.evaluate_run(members[0][0])  # warm: data read, caches filled

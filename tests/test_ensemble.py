@@ -94,7 +94,7 @@ def test_image_probabilities_are_the_weighted_mean(runs, run_cli, tmp_path):
 def test_tagger_mean_emissions_decode_as_viterbi_on_the_averaged_crf(runs, run_cli, tmp_path):
     out = tmp_path / "ens"
     assert run_cli("ensemble", runs["kp0"], runs["kp1"], runs["kpsoft"], "--out", out,
-                   "--weights", "2,1,1").code == 0
+                   "--weights", "2,1,1", "--rule", "mean-emissions").code == 0
     combined = ensemble.load(out, "cpu")
     task = combined.task
     examples, where = task.labelled(None, "val")
@@ -157,7 +157,8 @@ def test_onnx_graph_holds_every_member_and_the_rule(runs, run_cli, tmp_path):
     for members, name in (([runs["sim0"], runs["sim1"]], "sim"), ([runs["img0"], runs["img1"]], "img"),
                           ([runs["kp0"], runs["kpsoft"]], "kp")):
         folder = tmp_path / name
-        assert run_cli("ensemble", *members, "--out", folder).code == 0
+        rule = ["--rule", "mean-emissions"] if name == "kp" else []  # the rule a graph holds
+        assert run_cli("ensemble", *members, "--out", folder, *rule).code == 0
         r = run_cli("export", folder, "--out", tmp_path / f"{name}.onnx")
         assert r.code == 0, r.err
         meta = json.loads((tmp_path / f"{name}.json").read_text())
@@ -259,3 +260,31 @@ def test_an_ensemble_file_trains_its_missing_members_then_combines(run_cli, tmp_
     one_line(run_cli("ensemble", "--config", file, "--out", tmp_path / "e2"), "gone.toml")
     one_line(run_cli("ensemble", "--config", file, "--out", tmp_path / "e2", "--rule", "mean-scores"),
              "--config", "--rule")
+
+
+@pytest.mark.parametrize("task", ["keyphrase", "similarity"])
+def test_the_shipped_ensemble_files_read(task):
+    from nnlab import ensemble_config
+
+    file = Path(__file__).parents[1] / "experiments" / task / "ensemble.toml"
+    found, rule, members = ensemble_config.read(file)
+    assert found == task and sum(len(m.seeds) for m in members) >= 3
+    assert rule is None or rule in {"keyphrase": ("mean-emissions", "mean-marginals"),
+                                    "similarity": ("mean-scores",)}[task]
+
+
+def test_crf_marginals_are_probabilities_and_a_softmax_without_transitions():
+    from nnlab.tasks.keyphrase_ensemble import TaggerOutputs, marginals
+
+    gen = torch.Generator().manual_seed(0)
+    emissions = [torch.randn(6, 4, generator=gen), torch.randn(1, 4, generator=gen)]
+    with torch.inference_mode():  # as under a server's or eval_mode's inference mode
+        found = marginals(TaggerOutputs(emissions, torch.randn(4, generator=gen),
+                                        torch.randn(4, 4, generator=gen), torch.randn(4, generator=gen)))
+    assert all(torch.allclose(m.sum(1), torch.ones(len(m)), atol=1e-5) for m in found)
+    flat = marginals(TaggerOutputs(emissions, torch.zeros(4), torch.zeros(4, 4), torch.zeros(4)))
+    assert all(torch.allclose(m, e.softmax(1), atol=1e-6) for m, e in zip(flat, emissions, strict=True))
+    # a one-token sequence: its marginal is the softmax of start + emission + end
+    start, trans, end = (torch.randn(*shape, generator=gen) for shape in ((4,), (4, 4), (4,)))
+    one = marginals(TaggerOutputs([emissions[1]], start, trans, end))[0]
+    assert torch.allclose(one[0], (start + emissions[1][0] + end).softmax(0), atol=1e-6)

@@ -88,8 +88,14 @@ def evaluate(
     if as_json:
         print(_json(result))
         return
-    for line in tasks.get(result["task"]).format_evaluation(result):
+    kind = tasks.get(result["task"])
+    for line in kind.format_evaluation(result):
         out.print(line)
+    if "members" in result:  # an ensemble: its members on the same examples
+        metric = kind.main_metric
+        out.print(f"  members ({result['rule']}): "
+                  + ", ".join(f"{m['model']} {m[metric]:.4f}" for m in result["members"])
+                  + f"; mean {result['mean_member']:.4f}, gain {result['gain']:+.4f}")
 
 
 @app.command()
@@ -134,8 +140,8 @@ def ensemble_runs(
     threads: Annotated[int, typer.Option(help="with --config: CPU threads per member (0: auto)")] = 0,
     weights: Annotated[str | None, typer.Option(help="w1,w2,...: one per run (default: equal)")] = None,
     rule: Annotated[str | None, typer.Option(
-        help="images: mean-probabilities; similarity: mean-scores; keyphrase: mean-emissions | "
-             "mean-marginals (default: the task's first)")] = None,
+        help="images: mean-probabilities; similarity: mean-scores; keyphrase: mean-marginals | "
+             "mean-emissions (default: the task's first)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:

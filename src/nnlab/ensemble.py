@@ -47,10 +47,6 @@ class Member:
     model: torch.nn.Module
     weight: float
 
-    @property
-    def name(self) -> str:
-        return f"{self.task.cfg.model.name} (seed {self.task.cfg.train.seed})"
-
 
 @dataclass
 class Ensemble:
@@ -80,16 +76,17 @@ class Ensemble:
         (`alone`: judge each member too; without, only the ensemble's own cost is paid)."""
         split = split or ("all" if data else "val")
         examples, where = self.task.labelled(data, split)
-        outputs, figures = [], []
+        outputs, figures, gold = [], [], None
         for m in self.members:
             prepared = m.task.prepare(examples, where)
+            gold = gold if gold is not None else prepared  # the first member's, for the labels
             out = m.task.outputs(m.model, prepared)  # type: ignore[attr-defined]
             outputs.append(out)
             if alone:
                 figures.append(m.task.judge(out, prepared))  # type: ignore[attr-defined]
         task = self.task
         result = task.judge(task.combine(outputs, self.weights, self.rule),  # type: ignore[attr-defined]
-                            task.prepare(examples, where), details)
+                            gold, details)
         result |= task.evaluation_notes(examples, where)
         result |= {"run": str(self.path), "task": task.name, "model": self.name, "rule": self.rule,
                    "data": where, "split": split}
@@ -228,6 +225,8 @@ def load(path: str | Path, device: str = "auto") -> Ensemble:
         if not isinstance(raw, dict) or not all(isinstance(raw.get(k), t) for k, t in (
                 ("path", str), ("absolute", str), ("weight", float), ("sha256", dict))):
             raise NnlabError(f"{where}: member {i} should hold path, absolute, weight and sha256")
+        if not (math.isfinite(raw["weight"]) and raw["weight"] > 0):
+            raise NnlabError(f"{where}: member {i}'s weight must be a number > 0")
         run = folder / raw["path"]
         if not (run / CONFIG).is_file():
             run = Path(raw["absolute"])
@@ -239,6 +238,9 @@ def load(path: str | Path, device: str = "auto") -> Ensemble:
             raise NnlabError(f"{run}: changed after the ensemble {folder} was written ({changed[0]} "
                              "sha256 differs); write the ensemble again")
         members.append(_load_member(run, device, raw["weight"]))
+    total = sum(m.weight for m in members)
+    for m in members:  # fractions, whatever a hand-edited file holds
+        m.weight /= total
     _check_members(members)
     rule = saved.get("rule")
     if rule not in members[0].task.ensemble_rules:  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+import nnlab.tasks.keyphrase_ensemble as ensemble
 from nnlab import distributed, models
 from nnlab.config import KeyphraseDataConfig, RunConfig, TextDataConfig
 from nnlab.data.conll import (
@@ -35,7 +36,6 @@ from nnlab.device import Runtime
 from nnlab.errors import NnlabError
 from nnlab.metrics import confusion_matrix, span_scores, token_scores
 from nnlab.models import contextual, minilm
-from nnlab.tasks import keyphrase_ensemble as ensemble
 from nnlab.tasks.base import (
     CONFUSION_FIGURES,
     ExportSpec,
