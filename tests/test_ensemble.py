@@ -215,6 +215,8 @@ def test_mismatched_members_and_bad_options_are_refused(runs, run_cli, tmp_path)
     one_line(run_cli("ensemble", runs["sim0"], runs["sim1"], "--out", out, "--rule", "vote"),
              "--rule vote", "mean-scores")
     assert not out.exists()  # nothing half-written
+    assert run_cli("ensemble", runs["sim0"], runs["sim1"], "--out", out).code == 0
+    one_line(run_cli("ensemble", out, runs["sim0"], "--out", tmp_path / "e2"), "an ensemble, not a run")
 
 
 def test_a_member_changed_after_the_ensemble_is_refused(runs, run_cli, tmp_path):

@@ -141,6 +141,8 @@ def parse_weights(text: str | None, count: int) -> list[float]:
 
 
 def _load_member(path: str | Path, device: str, weight: float) -> Member:
+    if is_ensemble(path):
+        raise NnlabError(f"{path}: an ensemble, not a run; give its members' run folders")
     run, _cfg, task = open_run(path, device)
     if not run.finished:
         raise NnlabError(f"{run.path}: the run has not finished (no summary.json); ensembles "
