@@ -1,11 +1,12 @@
 """Every registered task, the fourth one (tests/sentence_class.py, registered for the whole
-run in conftest) included, through every command: train, evaluate, predict, models, serve and
-export. Each ends in a clean result, or, for a capability the task does not declare
+run in conftest) included, through every command: train, evaluate, predict, models, serve,
+ensemble and export. Each ends in a clean result, or, for a capability the task does not declare
 (`nnlab.tasks.capabilities`), in the command's one-line refusal: never a traceback."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from test_task_registry import write_sentences
 
 from conftest import png_bytes
 from nnlab import models, tasks
-from nnlab.tasks.capabilities import Exportable, ModelExamples, Servable, has
+from nnlab.tasks.capabilities import Ensemblable, Exportable, ModelExamples, Servable, has
 
 SMALL = {"image": "cnn", "keyphrase": "bilstm", "similarity": "lstm"}  # a quick model each
 INPUTS = {"keyphrase": ["Neural networks label sequences with conditional random fields."],
@@ -47,9 +48,9 @@ def _one_line_refusal(r, words: str) -> None:
 
 def test_the_built_in_tasks_have_every_capability_and_the_fourth_none():
     for name in ("image", "keyphrase", "similarity"):
-        assert all(has(tasks.get(name), c) for c in (Servable, Exportable, ModelExamples)), name
+        assert all(has(tasks.get(name), c) for c in (Servable, Exportable, ModelExamples, Ensemblable)), name
     kind = tasks.get(sentence_class.NAME)
-    assert not any(has(kind, c) for c in (Servable, Exportable, ModelExamples))
+    assert not any(has(kind, c) for c in (Servable, Exportable, ModelExamples, Ensemblable))
 
 
 @pytest.mark.parametrize("name", tasks.names())
@@ -84,6 +85,19 @@ def test_every_task_through_every_command(name, tmp_path, run_cli):
     else:
         r = run_cli("serve", run, "--port", "8765")
         _one_line_refusal(r, f"the {name} task cannot be served")
+
+    twin = tmp_path / "twin"  # the same run under another path: an ensemble of two copies
+    shutil.copytree(run, twin)
+    rule = ["--rule", "mean-emissions"] if name == "keyphrase" else []  # the run's own decoding
+    r = run_cli("ensemble", run, twin, "--out", tmp_path / "ens", "--json", *rule)
+    if has(kind, Ensemblable):
+        assert r.code == 0, r.err
+        alone = json.loads(run_cli("evaluate", run, "--json").out)[kind.main_metric]
+        both = json.loads(run_cli("evaluate", tmp_path / "ens", "--json").out)
+        assert both[kind.main_metric] == pytest.approx(alone, abs=1e-6) and both["gain"] == pytest.approx(0)
+    else:
+        _one_line_refusal(r, f"the {name} task cannot combine runs into an ensemble")
+        assert not (tmp_path / "ens").exists()
 
     pytest.importorskip("onnxruntime")
     r = run_cli("export", run, "--out", tmp_path / "m.onnx")

@@ -26,6 +26,7 @@ from nnlab.config import load_toml
 from nnlab.errors import NnlabError
 from nnlab.executor import Job, Resources, executor_for
 from nnlab.experiment import resolve_config
+from nnlab.fileio import LOCK, folder_lock, make_folder
 from nnlab.runs import CONFIG
 
 TOP_KEYS = {"task", "rule", "members"}
@@ -87,7 +88,7 @@ def build(path: str | Path, data: str | None, out: str | Path, resources: Resour
     """Train the missing members, then write (or rewrite) the ensemble in `out`."""
     task, rule, recipes = read(path)
     folder = Path(out)
-    if folder.exists() and any(p.name not in ("members", ensemble.FILE, ensemble.SUMMARY, ".lock")
+    if folder.exists() and any(p.name not in ("members", ensemble.FILE, ensemble.SUMMARY, LOCK)
                                for p in folder.iterdir()):
         raise NnlabError(f"{folder}: holds other files than an ensemble's; pick another --out")
     if (folder / CONFIG).exists():
@@ -99,13 +100,20 @@ def build(path: str | Path, data: str | None, out: str | Path, resources: Resour
                                  sets=[f"train.seed={seed}", *m.sets])
             jobs.append(Job(f"{m.label}-seed{seed}", folder / "members" / f"{m.label}-seed{seed}", cfg))
             weights.append(m.weight)
-    executor = executor_for(resources, console, progress)
-    try:
-        done = executor.run_all(jobs)
-    finally:
-        executor.close()
-    failed = next((d for d in done if d.summary is None), None)
-    if failed is not None:
-        raise NnlabError(f"{failed.job.path}: training failed ({failed.error}); rerun to go on")
-    return ensemble.create([str(j.path) for j in jobs], folder, ",".join(map(str, weights)), rule,
-                           device, replace=True)
+    folders = [j.path for j in jobs]
+    twice = next((p for i, p in enumerate(folders) if p in folders[:i]), None)
+    if twice is not None:
+        raise NnlabError(f"{path}: two members would train into {twice}; give the recipes "
+                         "different file names, or a seed once")
+    make_folder(folder)
+    with folder_lock(folder):  # one build per folder; each member run holds its own lock too
+        executor = executor_for(resources, console, progress)
+        try:
+            done = executor.run_all(jobs)
+        finally:
+            executor.close()
+        failed = next((d for d in done if d.summary is None), None)
+        if failed is not None:
+            raise NnlabError(f"{failed.job.path}: training failed ({failed.error}); rerun to go on")
+        return ensemble.create([str(p) for p in folders], folder, ",".join(map(str, weights)),
+                               rule, device, replace=True)
