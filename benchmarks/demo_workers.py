@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from provenance import provenance
+from provenance import write_result
 from rich.console import Console
 from rich.table import Table
 
@@ -65,12 +65,10 @@ def main() -> None:
     Console().print(table)
     print(f"runs compared: {len(diffs)} of {len(a)}; largest difference in a validation figure: "
           f"{max(diffs.values(), default=0):.2g}")
-    Path(args.json).write_text(json.dumps({
-        "provenance": provenance(host), "cores": usable_cores(),
-        "wall_seconds": {k: round(v, 1) for k, v in walls.items()}, "ratio": round(ratio, 3),
-        "runs": len(a), "runs_compared": len(diffs), "max_abs_metric_diff": max(diffs.values(), default=0),
-        "figures": found}, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, host, cores=usable_cores(),
+                 wall_seconds={k: round(v, 1) for k, v in walls.items()}, ratio=round(ratio, 3),
+                 runs=len(a), runs_compared=len(diffs),
+                 max_abs_metric_diff=max(diffs.values(), default=0), figures=found)
 
 
 if __name__ == "__main__":

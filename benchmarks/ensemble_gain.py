@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
-from provenance import provenance
+from provenance import write_result
 from rich.console import Console
 from rich.table import Table
 
@@ -70,10 +71,7 @@ def main() -> None:
         rules, metric = task.ensemble_rules, task.main_metric  # type: ignore[attr-defined]
         for rule in rules:
             folder = root / f"ens-{len(rows)}"
-            if folder.exists():
-                for f in folder.iterdir():
-                    f.unlink()
-                folder.rmdir()
+            shutil.rmtree(folder, ignore_errors=True)  # written again: this run's members and rule
             made = ensemble.create([str(p) for p, _ in members], folder, rule=rule)
             start = time.perf_counter()
             ensemble.load(folder).evaluate(details=False, alone=False)
@@ -97,11 +95,8 @@ def main() -> None:
                       f"{r['inference_seconds'] / max(r['single_inference_seconds'], 1e-9):.1f}x",
                       f"{r['train_seconds']:.0f}")
     Console().print(table)
-    path = Path(args.json or f"benchmarks/results/ensemble_{args.task}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"provenance": provenance(host), "args": vars(args), "host": host,
-                                "rows": rows}, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(args.json or f"benchmarks/results/ensemble_{args.task}.json", host,
+                 args=vars(args), host=host, rows=rows)
 
 
 if __name__ == "__main__":

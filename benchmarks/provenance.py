@@ -4,6 +4,7 @@ reference speeds, and when. The docs' Results page (benchmarks/results_page.py) 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -27,3 +28,12 @@ def provenance(host: dict[str, Any]) -> dict[str, Any]:
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "src"))
     return {"commit": commit, "changes_in_src": dirty, "command": ["python", *sys.argv],
             "host": host, "when": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def write_result(path: str | Path, speeds: dict[str, Any], /, **fields: Any) -> None:
+    """A benchmark's result file: its provenance (`speeds`: the host's reference speeds) first,
+    then `fields`; says where it went."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"provenance": provenance(speeds), **fields}, indent=1) + "\n")
+    print(f"wrote {path}")

@@ -11,13 +11,12 @@ each run's validation metric in both, and whether every claim comes out the same
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from provenance import provenance
+from provenance import write_result
 from rich.console import Console
 from rich.table import Table
 
@@ -112,15 +111,12 @@ def main() -> None:
     for n in walls:
         for line in lines[n]:
             console.print(f"  {n}: {line}", markup=False)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({
-        "provenance": provenance(host), "study": args.study, "budget": args.budget, "seeds": args.seeds,
-        "data": args.data,
-        "workers": args.workers, "threads": args.threads, "host": host,
-        "wall_seconds": {k: round(v, 1) for k, v in walls.items()}, "ratio": round(ratio, 3),
-        "target_ratio": round(1.15 / args.workers, 3), "max_abs_metric_diff": max(diffs.values()),
-        "claims": lines, "claims_same": same, "serial": serial, "ray": spread}, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_result(
+        args.json, host, study=args.study, budget=args.budget, seeds=args.seeds, data=args.data,
+        workers=args.workers, threads=args.threads, host=host,
+        wall_seconds={k: round(v, 1) for k, v in walls.items()}, ratio=round(ratio, 3),
+        target_ratio=round(1.15 / args.workers, 3), max_abs_metric_diff=max(diffs.values()),
+        claims=lines, claims_same=same, serial=serial, ray=spread)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from provenance import provenance
+from provenance import write_result
 from rich.console import Console
 from rich.table import Table
 
@@ -77,11 +77,8 @@ def main() -> None:
                       f"{r['pruned']}/{r['trials']}", str(r["epochs_trained"]),
                       f"{r['wall_seconds'] / 60:.1f}")
     Console().print(table)
-    path = Path(args.json or f"benchmarks/results/tune_{args.task}_{args.model}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"provenance": provenance(host), "args": vars(args), "host": host,
-                                "rows": rows}, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(args.json or f"benchmarks/results/tune_{args.task}_{args.model}.json", host,
+                 args=vars(args), host=host, rows=rows)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,9 @@ def ensemble_runs(
     else:
         if data is not None or workers != 1 or threads:
             raise NnlabError("--data/--workers/--threads: only with --config (runs are already trained)")
-        result = ensemble.create(run_dirs or [], out_dir, weights, rule, device)
+        runs = run_dirs or []
+        result = ensemble.create(runs, out_dir, ensemble.parse_weights(weights, len(runs)), rule,
+                                 device)
     if as_json:
         print(_json(result))
         return

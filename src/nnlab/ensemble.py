@@ -125,10 +125,10 @@ def file_hashes(folder: Path) -> dict[str, str]:
     return hashes
 
 
-def parse_weights(text: str | None, count: int) -> list[float]:
-    """`--weights 2,1,1` as fractions summing to 1 (equal weights without it)."""
+def parse_weights(text: str | None, count: int) -> list[float] | None:
+    """`--weights 2,1,1`, checked: one number > 0 per run (None without it)."""
     if text is None:
-        return [1.0 / count] * count
+        return None
     try:
         raw = [float(w) for w in text.split(",")]
     except ValueError:
@@ -137,7 +137,7 @@ def parse_weights(text: str | None, count: int) -> list[float]:
         raise NnlabError(f"--weights {text}: {len(raw)} weights for {count} runs")
     if not all(math.isfinite(w) and w > 0 for w in raw):
         raise NnlabError(f"--weights {text}: every weight must be a number > 0")
-    return [w / sum(raw) for w in raw]
+    return raw
 
 
 def _load_member(path: str | Path, device: str, weight: float) -> Member:
@@ -184,16 +184,18 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def create(runs: list[str], out: str | Path, weights: str | None = None, rule: str | None = None,
-           device: str = "auto", replace: bool = False) -> dict[str, Any]:
+def create(runs: list[str], out: str | Path, weights: list[float] | None = None,
+           rule: str | None = None, device: str = "auto", replace: bool = False) -> dict[str, Any]:
     """Check, combine and write an ensemble folder; its validation figures (returned) in
-    summary.json. `replace`: `out` may exist and its ensemble files are rewritten (an
-    ensemble file's members live inside it)."""
+    summary.json. `weights`: one per run, > 0 (equal without; normalised to sum to 1).
+    `replace`: `out` may exist and its ensemble files are rewritten (an ensemble file's
+    members live inside it)."""
     if len(runs) < 2:
         raise NnlabError("ensemble: give at least two runs")
     if not replace:
         RunDir.check_new(out)
-    fractions = parse_weights(weights, len(runs))
+    weights = weights or [1.0] * len(runs)
+    fractions = [w / sum(weights) for w in weights]
     members = [_load_member(r, device, w) for r, w in zip(runs, fractions, strict=True)]
     _check_members(members)
     rules = members[0].task.ensemble_rules  # type: ignore[attr-defined]

@@ -115,5 +115,5 @@ def build(path: str | Path, data: str | None, out: str | Path, resources: Resour
         failed = next((d for d in done if d.summary is None), None)
         if failed is not None:
             raise NnlabError(f"{failed.job.path}: training failed ({failed.error}); rerun to go on")
-        return ensemble.create([str(p) for p in folders], folder, ",".join(map(str, weights)),
-                               rule, device, replace=True)
+        return ensemble.create([str(p) for p in folders], folder, weights, rule, device,
+                               replace=True)

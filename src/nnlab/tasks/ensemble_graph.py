@@ -42,7 +42,8 @@ class EnsembleGraph(nn.Module):
 
 
 def weighted_sum(outputs: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """Scores and emissions: the weighted mean (weights sum to 1)."""
+    """Scores, emissions, probabilities: the weighted mean (weights sum to 1), as PyTorch ops
+    an ONNX graph holds too."""
     total = outputs[0] * weights[0]
     for out, w in zip(outputs[1:], weights[1:], strict=True):
         total = total + out * w

@@ -330,7 +330,7 @@ class ImageTask(Task):
             return tta_logits(model, self._layout(x), self.cfg.data.tta).float().softmax(dim=1).cpu()
 
     def combine(self, outputs: list[torch.Tensor], weights: list[float], rule: str) -> torch.Tensor:
-        return sum(w * p for w, p in zip(weights, outputs, strict=True))  # type: ignore[return-value]
+        return weighted_sum(outputs, weights)
 
     def ensemble_spec(self, specs: list[ExportSpec], weights: list[float], rule: str,
                       names: list[str]) -> ExportSpec:

@@ -27,6 +27,7 @@ import torch
 from nnlab.device import Runtime
 from nnlab.models.crf import CRF, FORBIDDEN
 from nnlab.tasks.base import eval_mode
+from nnlab.tasks.ensemble_graph import weighted_sum
 from nnlab.tasks.keyphrase_encoding import Encoded, collate
 
 # the default first: on Inspec validation, mean-marginals beat mean-emissions in each of the 4
@@ -78,9 +79,8 @@ def mean_crf_meta(crfs: list[dict[str, list] | None], weights: list[float], tags
     if all(c is None for c in crfs):
         return None
     zeros = {"start": torch.zeros(tags), "transitions": torch.zeros(tags, tags), "end": torch.zeros(tags)}
-    mean = {k: sum(w * (torch.tensor(c[k]) if c else z) for c, w in zip(crfs, weights, strict=True))
+    return {k: weighted_sum([torch.tensor(c[k]) if c else z for c in crfs], weights).tolist()
             for k, z in zeros.items()}
-    return {k: v.tolist() for k, v in mean.items()}  # type: ignore[union-attr]
 
 
 def crf_of(start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor) -> CRF:
@@ -119,7 +119,7 @@ def marginals(out: TaggerOutputs, batch_size: int = 64) -> list[torch.Tensor]:
 def combine(outputs: list[TaggerOutputs], weights: list[float], rule: str) -> TaggerOutputs:
     """The members' outputs as one tagger's, by `rule` (module docstring)."""
     def mean(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return sum(w * t for w, t in zip(weights, tensors, strict=True))  # type: ignore[return-value]
+        return weighted_sum(tensors, weights)
 
     if rule == "mean-emissions":
         return TaggerOutputs([mean(list(seq)) for seq in zip(*(o.emissions for o in outputs), strict=True)],

@@ -368,7 +368,7 @@ class SimilarityTask(TextTask):
         return combined_spec(specs, weights, names, weighted_sum)
 
     def combine(self, outputs: list[torch.Tensor], weights: list[float], rule: str) -> torch.Tensor:
-        return sum(w * s for w, s in zip(weights, outputs, strict=True))  # type: ignore[return-value]
+        return weighted_sum(outputs, weights)
 
     def score_texts(self, model: nn.Module, pairs: list[tuple[str, str]]) -> torch.Tensor:
         """The model's scores (N,) of raw sentence pairs (non-empty)."""
