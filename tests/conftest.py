@@ -117,3 +117,30 @@ def png_bytes(size=(32, 32)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny finished runs on the generated data: two seeds of a model per task, a second model
+    per text task, and a tagger on other tags (BIO, the recipe tags BIOES) to be refused."""
+    from rich.console import Console
+
+    from nnlab import experiment
+
+    root = tmp_path_factory.mktemp("members")
+    quiet = Console(quiet=True)
+    found = {}
+    for name, task, model, sets in (
+            ("img0", "image", "cnn", ["data.limit=200", "train.seed=0"]),
+            ("img1", "image", "cnn", ["data.limit=200", "train.seed=1"]),
+            ("kp0", "keyphrase", "bilstm-crf", ["data.limit=60", "train.seed=0"]),
+            ("kp1", "keyphrase", "bilstm-crf", ["data.limit=60", "train.seed=1"]),
+            ("kpsoft", "keyphrase", "bilstm", ["data.limit=60"]),
+            ("kpbio", "keyphrase", "bilstm-crf", ["data.limit=60", "data.encoding=bio"]),
+            ("sim0", "similarity", "lstm", ["data.limit=300", "train.seed=0"]),
+            ("sim1", "similarity", "lstm", ["data.limit=300", "train.seed=1"]),
+            ("simrnn", "similarity", "rnn", ["data.limit=300"])):
+        cfg = experiment.resolve_config(task, model, data="generated", epochs=2, sets=sets)
+        experiment.train_run(cfg, root / name, quiet, progress=False)
+        found[name] = root / name
+    return found

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 
 from nnlab import ensemble, experiment
 from nnlab.data.tags import allowed_transitions
@@ -21,29 +20,6 @@ from nnlab.shipped.viterbi import viterbi
 
 TEXT = "We train recurrent neural networks for keyphrase extraction from scientific abstracts."
 PAIR = ["A man is playing a guitar.", "Someone plays the guitar."]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """Tiny finished runs on the generated data: two seeds of a model per task, a second model
-    per text task, and a tagger on other tags (BIO, the recipe tags BIOES) to be refused."""
-    root = tmp_path_factory.mktemp("members")
-    quiet = Console(quiet=True)
-    found = {}
-    for name, task, model, sets in (
-            ("img0", "image", "cnn", ["data.limit=200", "train.seed=0"]),
-            ("img1", "image", "cnn", ["data.limit=200", "train.seed=1"]),
-            ("kp0", "keyphrase", "bilstm-crf", ["data.limit=60", "train.seed=0"]),
-            ("kp1", "keyphrase", "bilstm-crf", ["data.limit=60", "train.seed=1"]),
-            ("kpsoft", "keyphrase", "bilstm", ["data.limit=60"]),
-            ("kpbio", "keyphrase", "bilstm-crf", ["data.limit=60", "data.encoding=bio"]),
-            ("sim0", "similarity", "lstm", ["data.limit=300", "train.seed=0"]),
-            ("sim1", "similarity", "lstm", ["data.limit=300", "train.seed=1"]),
-            ("simrnn", "similarity", "rnn", ["data.limit=300"])):
-        cfg = experiment.resolve_config(task, model, data="generated", epochs=2, sets=sets)
-        experiment.train_run(cfg, root / name, quiet, progress=False)
-        found[name] = root / name
-    return found
 
 
 def as_json(result) -> dict | list:
@@ -269,7 +245,7 @@ def test_the_shipped_ensemble_files_read(task):
     from nnlab import ensemble_config
 
     file = Path(__file__).parents[1] / "experiments" / task / "ensemble.toml"
-    found, rule, members = ensemble_config.read(file)
+    found, rule, _select, members = ensemble_config.read(file)
     assert found == task and sum(len(m.seeds) for m in members) >= 3
     assert rule is None or rule in {"keyphrase": ("mean-emissions", "mean-marginals"),
                                     "similarity": ("mean-scores",)}[task]

@@ -139,6 +139,10 @@ def ensemble_runs(
     workers: Annotated[int, typer.Option(help="with --config: members trained at a time (Ray)")] = 1,
     threads: Annotated[int, typer.Option(help="with --config: CPU threads per member (0: auto)")] = 0,
     weights: Annotated[str | None, typer.Option(help="w1,w2,...: one per run (default: equal)")] = None,
+    select: Annotated[int, typer.Option(
+        help="STEPS: choose the members and weights among the runs by that many steps of forward "
+             "selection on the validation split (Caruana et al. 2004; 0: every run, as weighted)")
+                      ] = 0,
     rule: Annotated[str | None, typer.Option(
         help="images: mean-probabilities; similarity: mean-scores; keyphrase: mean-marginals | "
              "mean-emissions (default: the task's first)")] = None,
@@ -153,9 +157,9 @@ def ensemble_runs(
     if not out_dir:
         raise NnlabError("--out: the ensemble's folder is required")
     if config is not None:
-        if run_dirs or weights or rule:
-            raise NnlabError("--config: the file names the members, their weights and the rule; "
-                             "give no runs, --weights or --rule beside it")
+        if run_dirs or weights or rule or select:
+            raise NnlabError("--config: the file names the members, their weights, the rule and "
+                             "the selection; give no runs, --weights, --rule or --select beside it")
         result = ensemble_config.build(config, data, out_dir, Resources(workers, threads), err,
                                        progress=not as_json, device=device)
     else:
@@ -163,7 +167,7 @@ def ensemble_runs(
             raise NnlabError("--data/--workers/--threads: only with --config (runs are already trained)")
         runs = run_dirs or []
         result = ensemble.create(runs, out_dir, ensemble.parse_weights(weights, len(runs)), rule,
-                                 device)
+                                 device, select=select)
     if as_json:
         print(_json(result))
         return
@@ -173,6 +177,15 @@ def ensemble_runs(
     out.print(f"{out_dir}: {result['model']}; validation {label} "
               f"{result[metric]:.4f} (members {members}; mean {result['mean_member']:.4f}, "
               f"gain {result['gain']:+.4f})")
+    chosen = result.get("selection")
+    if chosen:
+        held = chosen["crossfit"]
+        weights_text = ", ".join(f"{m['weight']:.2f}" for m in result["members"])
+        out.print(f"selected {chosen['chosen']} of {len(chosen['candidates'])} runs in "
+                  f"{len(chosen['curve'])} of {chosen['steps']} steps (weights {weights_text}). "
+                  f"Chosen on validation, so that figure flatters it; chosen on one half of it and "
+                  f"judged on the other: selected {held['selected']:.4f}, every run equally "
+                  f"{held['all_equal']:.4f}, the best run {held['best_run']:.4f}")
 
 
 @app.command()

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from nnlab import ensemble_select
 from nnlab.errors import NnlabError
 from nnlab.fileio import atomic_write_json, make_folder, read_json
 from nnlab.runs import BEST, CONFIG, RunDir
@@ -69,6 +70,16 @@ class Ensemble:
         models = sorted({m.task.cfg.model.name for m in self.members})
         return f"ensemble of {len(self.members)} ({', '.join(models)}; {self.rule})"
 
+    def member_outputs(self, examples: Any, where: str) -> tuple[list[Any], Any]:
+        """Every member's outputs on labelled examples (each on its own encoding of them), and
+        the first member's prepared examples, whose labels judge them all."""
+        outputs, gold = [], None
+        for m in self.members:
+            prepared = m.task.prepare(examples, where)
+            gold = gold if gold is not None else prepared
+            outputs.append(m.task.outputs(m.model, prepared))  # type: ignore[attr-defined]
+        return outputs, gold
+
     def evaluate(self, data: str | None = None, split: str | None = None, details: bool = True,
                  alone: bool = True) -> dict[str, Any]:
         """The ensemble's figures on labelled data (`nnlab evaluate`'s choices of data and
@@ -76,14 +87,12 @@ class Ensemble:
         (`alone`: judge each member too; without, only the ensemble's own cost is paid)."""
         split = split or ("all" if data else "val")
         examples, where = self.task.labelled(data, split)
-        outputs, figures, gold = [], [], None
-        for m in self.members:
-            prepared = m.task.prepare(examples, where)
-            gold = gold if gold is not None else prepared  # the first member's, for the labels
-            out = m.task.outputs(m.model, prepared)  # type: ignore[attr-defined]
-            outputs.append(out)
-            if alone:
-                figures.append(m.task.judge(out, prepared))  # type: ignore[attr-defined]
+        outputs, gold = self.member_outputs(examples, where)
+        return self.judged(outputs, gold, examples, where, split, details, alone)
+
+    def judged(self, outputs: list[Any], gold: Any, examples: Any, where: str, split: str,
+               details: bool, alone: bool = True) -> dict[str, Any]:
+        """`evaluate`'s result from the members' outputs on `examples`."""
         task = self.task
         result = task.judge(task.combine(outputs, self.weights, self.rule),  # type: ignore[attr-defined]
                             gold, details)
@@ -93,10 +102,11 @@ class Ensemble:
         if not alone:
             return result
         metric = task.main_metric
-        mean = sum(a[metric] for a in figures) / len(figures)
+        figures = [task.judge(out, gold)[metric] for out in outputs]  # type: ignore[attr-defined]
+        mean = sum(figures) / len(figures)
         result["members"] = [{"run": str(m.run.path), "model": m.task.cfg.model.name,
-                              "seed": m.task.cfg.train.seed, "weight": m.weight, metric: a[metric]}
-                             for m, a in zip(self.members, figures, strict=True)]
+                              "seed": m.task.cfg.train.seed, "weight": m.weight, metric: value}
+                             for m, value in zip(self.members, figures, strict=True)]
         result["mean_member"] = mean
         result["gain"] = (result[metric] - mean) * (1 if task.higher_is_better else -1)
         return result
@@ -185,13 +195,20 @@ def _short(value: Any) -> str:
 
 
 def create(runs: list[str], out: str | Path, weights: list[float] | None = None,
-           rule: str | None = None, device: str = "auto", replace: bool = False) -> dict[str, Any]:
+           rule: str | None = None, device: str = "auto", replace: bool = False,
+           select: int = 0) -> dict[str, Any]:
     """Check, combine and write an ensemble folder; its validation figures (returned) in
     summary.json. `weights`: one per run, > 0 (equal without; normalised to sum to 1).
+    `select`: that many steps of ensemble selection on the validation split choose the
+    members and their weights among `runs` instead (nnlab.ensemble_select).
     `replace`: `out` may exist and its ensemble files are rewritten (an ensemble file's
     members live inside it)."""
     if len(runs) < 2:
         raise NnlabError("ensemble: give at least two runs")
+    if select and weights:
+        raise NnlabError("--select chooses the weights; give no --weights beside it")
+    if select:
+        ensemble_select.check_steps(select, len(runs))
     if not replace:
         RunDir.check_new(out)
     weights = weights or [1.0] * len(runs)
@@ -204,38 +221,111 @@ def create(runs: list[str], out: str | Path, weights: list[float] | None = None,
         raise NnlabError(f"--rule {rule}: not for {members[0].task.name} runs ({', '.join(rules)})")
     folder = Path(out)
     ensemble = Ensemble(folder, rule, members)
-    result = ensemble.evaluate(details=False)  # before anything is written: a failure leaves nothing
+    # judged before anything is written: a failure leaves nothing
+    if select:
+        ensemble, result = _selected(ensemble, select)
+    else:
+        result = ensemble.evaluate(details=False)
     make_folder(folder)
     atomic_write_json(folder / FILE, {
         "nnlab_ensemble": VERSION, "task": ensemble.task.name, "rule": rule,
         "members": [{"path": os.path.relpath(m.run.path.resolve(), folder.resolve()),
                      "absolute": str(m.run.path.resolve()), "weight": m.weight,
                      "model": m.task.cfg.model.name, "sha256": file_hashes(m.run.path)}
-                    for m in members]})
+                    for m in ensemble.members]})
     atomic_write_json(folder / SUMMARY, {"val": result, "model": ensemble.name})
     return result
+
+
+def _selected(candidates: Ensemble, steps: int) -> tuple[Ensemble, dict[str, Any]]:
+    """The ensemble chosen among `candidates` by `steps` of forward selection on the
+    validation split, and its figures with the selection's record (the candidates' figures,
+    the curve, and the held-out estimate on halves of the split)."""
+    task, rule = candidates.task, candidates.rule
+    metric, higher = task.main_metric, task.higher_is_better
+    examples, where = task.labelled(None, "val")
+    outputs, gold = candidates.member_outputs(examples, where)
+
+    def judged(outs: list[Any], data: Any, counts: list[int]) -> float:
+        used = [i for i, c in enumerate(counts) if c]
+        combined = task.combine([outs[i] for i in used],  # type: ignore[attr-defined]
+                                ensemble_select.weights_of([counts[i] for i in used]), rule)
+        return task.judge(combined, data)[metric]  # type: ignore[attr-defined]
+
+    parts: dict[tuple[int, ...], tuple[list[Any], Any]] = {}
+
+    def part(indices: list[int]) -> tuple[list[Any], Any]:  # each half cut once
+        key = tuple(indices)
+        if key not in parts:
+            cut = [task.part(o, gold, indices) for o in outputs]  # type: ignore[attr-defined]
+            parts[key] = ([c[0] for c in cut], cut[0][1])
+        return parts[key]
+
+    def select_on(indices: list[int]) -> ensemble_select.Selection:
+        outs, data = part(indices)
+        return ensemble_select.greedy(len(outputs), lambda c: judged(outs, data, c), steps, higher)
+
+    estimate = ensemble_select.crossfit(len(gold), lambda i, c: judged(*part(i), c), len(outputs),
+                                        select_on, higher)
+    selection = ensemble_select.greedy(len(outputs), lambda c: judged(outputs, gold, c), steps,
+                                       higher)
+    weights = ensemble_select.weights_of(selection.counts)
+    chosen = selection.chosen
+    members = [candidates.members[i] for i in chosen]
+    for i, m in zip(chosen, members, strict=True):
+        m.weight = weights[i]
+    ensemble = Ensemble(candidates.path, rule, members)
+    result = ensemble.judged([outputs[i] for i in chosen], gold, examples, where, "val", False)
+    singles = [task.judge(o, gold)[metric] for o in outputs]  # type: ignore[attr-defined]
+    result["selection"] = {
+        "steps": steps, "chosen": len(chosen), "counts": selection.counts,
+        "curve": selection.curve, "picks": selection.picks, "crossfit": estimate,
+        "candidates": [{"run": str(m.run.path), "model": m.task.cfg.model.name,
+                        "seed": m.task.cfg.train.seed, metric: value}
+                       for m, value in zip(candidates.members, singles, strict=True)]}
+    return ensemble, result
+
+
+def _members_raw(folder: Path) -> list[dict[str, Any]]:
+    where = folder / FILE
+    saved = read_json(where)
+    members_raw = saved.get("members")
+    if saved.get("nnlab_ensemble") != VERSION or not isinstance(members_raw, list) or not members_raw:
+        raise NnlabError(f"{where}: not an nnlab ensemble file (version {VERSION}, one member or "
+                         "more)")
+    return members_raw
+
+
+def _member_folder(folder: Path, raw: Any, i: int) -> Path:
+    """Member `i`'s run folder (its path relative to the ensemble, else its absolute one)."""
+    where = folder / FILE
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), t) for k, t in (
+            ("path", str), ("absolute", str), ("weight", float), ("sha256", dict))):
+        raise NnlabError(f"{where}: member {i} should hold path, absolute, weight and sha256")
+    if not (math.isfinite(raw["weight"]) and raw["weight"] > 0):
+        raise NnlabError(f"{where}: member {i}'s weight must be a number > 0")
+    run = folder / raw["path"]
+    if not (run / CONFIG).is_file():
+        run = Path(raw["absolute"])
+    if not (run / CONFIG).is_file():
+        raise NnlabError(f"{where}: member {i} is gone ({raw['absolute']})")
+    return run
+
+
+def first_task(path: str | Path, device: str = "auto") -> Task:
+    """The task of an ensemble's first member, no model loaded: `predict` reads its inputs
+    with it, so a mistake in them is told before any member is loaded."""
+    folder = Path(path)
+    return open_run(_member_folder(folder, _members_raw(folder)[0], 1), device)[2]
 
 
 def load(path: str | Path, device: str = "auto") -> Ensemble:
     """An ensemble folder's members loaded, each checked against the sha256 it was written with."""
     folder = Path(path)
     where = folder / FILE
-    saved = read_json(where)
-    members_raw = saved.get("members")
-    if saved.get("nnlab_ensemble") != VERSION or not isinstance(members_raw, list) or len(members_raw) < 2:
-        raise NnlabError(f"{where}: not an nnlab ensemble file (version {VERSION}, two members or more)")
     members = []
-    for i, raw in enumerate(members_raw, start=1):
-        if not isinstance(raw, dict) or not all(isinstance(raw.get(k), t) for k, t in (
-                ("path", str), ("absolute", str), ("weight", float), ("sha256", dict))):
-            raise NnlabError(f"{where}: member {i} should hold path, absolute, weight and sha256")
-        if not (math.isfinite(raw["weight"]) and raw["weight"] > 0):
-            raise NnlabError(f"{where}: member {i}'s weight must be a number > 0")
-        run = folder / raw["path"]
-        if not (run / CONFIG).is_file():
-            run = Path(raw["absolute"])
-        if not (run / CONFIG).is_file():
-            raise NnlabError(f"{where}: member {i} is gone ({raw['absolute']})")
+    for i, raw in enumerate(_members_raw(folder), start=1):
+        run = _member_folder(folder, raw, i)
         now = file_hashes(run)
         changed = [name for name in HASHED if now[name] != raw["sha256"].get(name)]
         if changed:
@@ -246,7 +336,7 @@ def load(path: str | Path, device: str = "auto") -> Ensemble:
     for m in members:  # fractions, whatever a hand-edited file holds
         m.weight /= total
     _check_members(members)
-    rule = saved.get("rule")
+    rule = read_json(where).get("rule")
     if rule not in members[0].task.ensemble_rules:  # type: ignore[attr-defined]
         raise NnlabError(f"{where}: rule {rule!r} is not one of the task's")
     return Ensemble(folder, rule, members)

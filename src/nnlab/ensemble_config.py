@@ -5,6 +5,8 @@ then the ensemble is written in DIR itself, so `nnlab evaluate DIR` takes it.
 
     task = "keyphrase"
     rule = "mean-emissions"          # optional: the task's first rule
+    select = 10                      # optional: choose members and weights among the runs by
+                                     # 10 steps of forward selection on validation (no `weight`)
 
     [[members]]
     recipe = "best.toml"             # a run config, relative to this file
@@ -29,7 +31,7 @@ from nnlab.experiment import resolve_config
 from nnlab.fileio import LOCK, folder_lock, make_folder
 from nnlab.runs import CONFIG
 
-TOP_KEYS = {"task", "rule", "members"}
+TOP_KEYS = {"task", "rule", "select", "members"}
 MEMBER_KEYS = {"recipe", "seeds", "weight", "set"}
 
 
@@ -45,8 +47,9 @@ class MemberRecipe:
         return self.recipe.stem
 
 
-def read(path: str | Path) -> tuple[str, str | None, list[MemberRecipe]]:
-    """(task, rule, member recipes) of an ensemble file; one line for the first mistake."""
+def read(path: str | Path) -> tuple[str, str | None, int, list[MemberRecipe]]:
+    """(task, rule, selection steps, member recipes) of an ensemble file; one line for the
+    first mistake."""
     path = Path(path)
     raw = load_toml(path)
     unknown = sorted(set(raw) - TOP_KEYS)
@@ -58,6 +61,9 @@ def read(path: str | Path) -> tuple[str, str | None, list[MemberRecipe]]:
         raise NnlabError(f"{path}: `task` must name the members' task")
     if rule is not None and not isinstance(rule, str):
         raise NnlabError(f"{path}: `rule` must be a string")
+    select = raw.get("select", 0)
+    if isinstance(select, bool) or not isinstance(select, int) or select < 0:
+        raise NnlabError(f"{path}: `select` must be a whole number of selection steps")
     if not isinstance(members, list) or not members:
         raise NnlabError(f"{path}: no [[members]] tables")
     found = []
@@ -75,18 +81,20 @@ def read(path: str | Path) -> tuple[str, str | None, list[MemberRecipe]]:
             raise NnlabError(f"{where}: seeds must be a list of whole numbers >= 0")
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
             raise NnlabError(f"{where}: weight must be a number > 0")
+        if select and "weight" in m:
+            raise NnlabError(f"{where}: `select` chooses the weights; give no weight beside it")
         if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
             raise NnlabError(f"{where}: set must be a list of \"key=value\" strings")
         found.append(MemberRecipe(path.parent / recipe, list(seeds), float(weight), list(sets)))
     if sum(len(m.seeds) for m in found) < 2:
         raise NnlabError(f"{path}: an ensemble needs two runs or more")
-    return task, rule, found
+    return task, rule, select, found
 
 
 def build(path: str | Path, data: str | None, out: str | Path, resources: Resources,
           console: Console, progress: bool = True, device: str = "auto") -> dict[str, Any]:
     """Train the missing members, then write (or rewrite) the ensemble in `out`."""
-    task, rule, recipes = read(path)
+    task, rule, select, recipes = read(path)
     folder = Path(out)
     if folder.exists() and any(p.name not in ("members", ensemble.FILE, ensemble.SUMMARY, LOCK)
                                for p in folder.iterdir()):
@@ -115,5 +123,5 @@ def build(path: str | Path, data: str | None, out: str | Path, resources: Resour
         failed = next((d for d in done if d.summary is None), None)
         if failed is not None:
             raise NnlabError(f"{failed.job.path}: training failed ({failed.error}); rerun to go on")
-        return ensemble.create([str(p) for p in folders], folder, weights, rule, device,
-                               replace=True)
+        return ensemble.create([str(p) for p in folders], folder, None if select else weights,
+                               rule, device, replace=True, select=select)

@@ -189,9 +189,10 @@ def predict_run(path: str | Path, inputs: list[str], flags: dict[str, Any] | Non
     `flags`: the options the user gave (`{"top_k": 5}`), checked against the task's own;
     an ensemble folder's members predict together."""
     if ensemble.is_ensemble(path):
+        first = ensemble.first_task(path, device)
+        options = first.predict_options.from_flags(first.name, flags or {})
+        raw = first.read_inputs(inputs, options)  # told before any member is loaded
         combined = ensemble.load(path, device)
-        options = combined.task.predict_options.from_flags(combined.task.name, flags or {})
-        raw = combined.task.read_inputs(inputs, options)
         return combined.task, combined.predict(raw, options)
     run, _cfg, task = open_run(path, device)
     options = task.predict_options.from_flags(task.name, flags or {})

@@ -75,6 +75,11 @@ class Ensemblable(Protocol):
         """`evaluate`'s figures from (combined) outputs on prepared labelled data."""
         ...
 
+    def part(self, outputs: Any, data: Any, indices: list[int]) -> tuple[Any, Any]:
+        """The outputs and prepared data of the examples at `indices` (ensemble selection
+        judges halves of the validation split without computing outputs again)."""
+        ...
+
     def present(self, outputs: Any, inputs: list[Any], options: PredictOptions) -> list[dict]:
         """`predict`'s results from (combined) outputs on raw inputs."""
         ...

@@ -353,6 +353,11 @@ class ImageTask(Task):
                                              data.classes)
         return result
 
+    def part(self, probs: torch.Tensor, data: ImageData, indices: list[int]
+             ) -> tuple[torch.Tensor, ImageData]:
+        index = torch.tensor(indices, dtype=torch.int64)
+        return probs[index], data.subset(index.to(data.labels.device))
+
     def present(self, probs: torch.Tensor, inputs: list[tuple[str, np.ndarray]],
                 options: PredictOptions) -> list[dict[str, Any]]:
         """`predict`'s results from class probabilities (N, K): the top k per image."""

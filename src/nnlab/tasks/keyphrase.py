@@ -383,6 +383,10 @@ class KeyphraseTask(TextTask):
         paths, nll = ensemble.decode(out, data.tags)
         return evaluate_tagger(0.0, data, self._info, details, (0.0,), ([paths], nll))
 
+    def part(self, out: ensemble.TaggerOutputs, data: Encoded, indices: list[int]
+             ) -> tuple[ensemble.TaggerOutputs, Encoded]:
+        return out.subset(indices), data.subset(indices)
+
     def present(self, out: ensemble.TaggerOutputs, texts: list[str], options: PredictOptions
                 ) -> list[dict]:
         style = TokenizerStyle(**self._info.tokenizer)

@@ -45,6 +45,13 @@ class TaggerOutputs:
     start: torch.Tensor  # (N,)
     transitions: torch.Tensor  # (N, N)
     end: torch.Tensor  # (N,)
+    # the per-token tag probabilities (T, N) under the CRF, once computed (`marginals`):
+    # ensemble selection combines the same outputs many times
+    probs: list[torch.Tensor] | None = None
+
+    def subset(self, idx: list[int]) -> TaggerOutputs:
+        return TaggerOutputs([self.emissions[i] for i in idx], self.start, self.transitions, self.end,
+                             None if self.probs is None else [self.probs[i] for i in idx])
 
 
 def tagger_outputs(model: torch.nn.Module, enc: Encoded, runtime: Runtime, batch_size: int
@@ -102,7 +109,10 @@ def padded(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def marginals(out: TaggerOutputs, batch_size: int = 64) -> list[torch.Tensor]:
     """Per-token tag probabilities (T, N) of each sequence under the member's CRF: the
-    gradient of log Z with respect to the emissions (forward-backward, by autograd)."""
+    gradient of log Z with respect to the emissions (forward-backward, by autograd); kept in
+    `out.probs`."""
+    if out.probs is not None:
+        return out.probs
     crf = crf_of(out.start, out.transitions, out.end)
     probs: list[torch.Tensor] = []
     for k in range(0, len(out.emissions), batch_size):
@@ -113,6 +123,7 @@ def marginals(out: TaggerOutputs, batch_size: int = 64) -> list[torch.Tensor]:
             x.requires_grad_(True)
             (grad,) = torch.autograd.grad(crf.log_partition(x, mask).sum(), x)  # (B, T, N)
         probs += [grad[i, : len(e)] for i, e in enumerate(chunk)]
+    out.probs = probs
     return probs
 
 

@@ -335,6 +335,10 @@ class SimilarityTask(TextTask):
         """Scores for raw sentence pairs, in the run's score range."""
         return self.present(self.input_outputs(model, pairs), pairs, options)
 
+    def part(self, scores: torch.Tensor, data: EncodedPairs, indices: list[int]
+             ) -> tuple[torch.Tensor, EncodedPairs]:
+        return scores[indices], data.subset(indices)
+
     def present(self, scores: torch.Tensor, pairs: list[tuple[str, str]], options: PredictOptions
                 ) -> list[dict]:
         """`predict`'s results from scores (N,)."""
