@@ -74,7 +74,7 @@ def main() -> None:
                   f"{row['val_all_equal']:.4f}", f"{row['val_best_run']:.4f}",
                   f"{row['chosen']} of {row['candidates']}",
                   f"{inference / max(single, 1e-9):.1f}x")
-    Console().print(table)
+    Console(width=150).print(table)
     for m in row["members"]:
         print(f"  {m['weight']:.2f}  {m['run']}  {m[metric]:.4f}")
     write_result(args.json or f"benchmarks/results/selection_{args.name}.json", host,

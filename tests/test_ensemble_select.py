@@ -133,3 +133,27 @@ def test_select_refusals(runs, run_cli, tmp_path):
     one_line(run_cli("ensemble", "--config", file, "--out", out), "members #1", "no weight")
     file.write_text('task = "similarity"\nselect = "yes"\n[[members]]\nrecipe = "lstm.toml"\n')
     one_line(run_cli("ensemble", "--config", file, "--out", out), "`select`")
+
+
+def test_an_ensemble_file_selects_over_named_members(run_cli, tmp_path):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "lstm.toml").write_text('task = "similarity"\n[model]\nname = "lstm"\n'
+                                       '[data]\nlimit = 300\n[train]\nepochs = 2\n')
+    file = recipes / "ensemble.toml"
+    file.write_text('task = "similarity"\nselect = 3\n'
+                    '[[members]]\nrecipe = "lstm.toml"\nseeds = [0]\n'
+                    '[[members]]\nrecipe = "lstm.toml"\nseeds = [0]\nname = "lstm-wide"\n'
+                    'set = ["model.hidden_sizes=[96]"]\n')
+    out = tmp_path / "ens"
+    made = as_json(run_cli("ensemble", "--config", file, "--data", "generated", "--out", out, "--json"))
+    assert (out / "members" / "lstm-seed0" / "best.safetensors").is_file()
+    assert (out / "members" / "lstm-wide-seed0" / "best.safetensors").is_file()
+    assert len(made["selection"]["candidates"]) == 2
+    file.write_text('task = "similarity"\n[[members]]\nrecipe = "lstm.toml"\nseeds = [0, 1]\n'
+                    'name = "../elsewhere"\n')
+    one_line(run_cli("ensemble", "--config", file, "--out", tmp_path / "e2"), "members #1", "name")
+    file.write_text('task = "similarity"\n[[members]]\nrecipe = "lstm.toml"\nseeds = [0]\n'
+                    '[[members]]\nrecipe = "lstm.toml"\nseeds = [0]\n')
+    one_line(run_cli("ensemble", "--config", file, "--data", "generated", "--out", tmp_path / "e3"),
+             "two members would train into", "`name`")

@@ -13,10 +13,13 @@ then the ensemble is written in DIR itself, so `nnlab evaluate DIR` takes it.
     seeds = [0, 1, 2, 3, 4]
     weight = 1.0                     # optional: per run of this recipe
     set = ["train.epochs=15"]        # optional: --set overrides
+    name = "best-long"               # optional: the runs' folder names (default: the recipe's),
+                                     # for one recipe listed twice with other overrides
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ from nnlab.fileio import LOCK, folder_lock, make_folder
 from nnlab.runs import CONFIG
 
 TOP_KEYS = {"task", "rule", "select", "members"}
-MEMBER_KEYS = {"recipe", "seeds", "weight", "set"}
+MEMBER_KEYS = {"recipe", "seeds", "weight", "set", "name"}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -41,10 +45,11 @@ class MemberRecipe:
     seeds: list[int]
     weight: float
     sets: list[str]
+    name: str | None = None
 
     @property
     def label(self) -> str:
-        return self.recipe.stem
+        return self.name or self.recipe.stem
 
 
 def read(path: str | Path) -> tuple[str, str | None, int, list[MemberRecipe]]:
@@ -85,7 +90,10 @@ def read(path: str | Path) -> tuple[str, str | None, int, list[MemberRecipe]]:
             raise NnlabError(f"{where}: `select` chooses the weights; give no weight beside it")
         if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
             raise NnlabError(f"{where}: set must be a list of \"key=value\" strings")
-        found.append(MemberRecipe(path.parent / recipe, list(seeds), float(weight), list(sets)))
+        name = m.get("name")
+        if name is not None and not (isinstance(name, str) and NAME.fullmatch(name)):
+            raise NnlabError(f"{where}: name must be letters, digits, '.', '_' or '-' (a folder name)")
+        found.append(MemberRecipe(path.parent / recipe, list(seeds), float(weight), list(sets), name))
     if sum(len(m.seeds) for m in found) < 2:
         raise NnlabError(f"{path}: an ensemble needs two runs or more")
     return task, rule, select, found
@@ -111,8 +119,8 @@ def build(path: str | Path, data: str | None, out: str | Path, resources: Resour
     folders = [j.path for j in jobs]
     twice = next((p for i, p in enumerate(folders) if p in folders[:i]), None)
     if twice is not None:
-        raise NnlabError(f"{path}: two members would train into {twice}; give the recipes "
-                         "different file names, or a seed once")
+        raise NnlabError(f"{path}: two members would train into {twice}; give each [[members]] "
+                         "table its own `name`, or a seed once")
     make_folder(folder)
     with folder_lock(folder):  # one build per folder; each member run holds its own lock too
         executor = executor_for(resources, console, progress)
