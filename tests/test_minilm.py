@@ -394,3 +394,25 @@ def test_best_configs_name_the_measured_models():
     assert keyphrase.data.embeddings == "glove-6b-50d" and keyphrase.model.name == "bilstm-crf"
     similarity = resolve_config(None, None, config_file=str(root / "similarity" / "best.toml"))
     assert similarity.task == "similarity" and similarity.model.name == "minilm-cross"
+
+
+def test_one_off_features_are_computed_once_for_an_ensembles_members(monkeypatch):
+    """Members reading the same layers ask for the same texts' features in turn: the encoder
+    runs once; other texts or other layers run it again, and nothing goes to the disk cache."""
+    from nnlab.models import contextual
+
+    calls = []
+
+    def fake_compute(layers, sequences, device):
+        calls.append((layers, [list(s) for s in sequences]))
+        return [torch.full((len(s), layers), float(len(calls))) for s in sequences]
+
+    monkeypatch.setattr(contextual, "compute", fake_compute)
+    texts = [["keyphrase", "extraction"], ["neural", "networks", "here"]]
+    first = contextual.word_features("minilm", 4, texts, use_cache=False)
+    again = contextual.word_features("minilm", 4, [list(t) for t in texts], use_cache=False)
+    assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    contextual.word_features("minilm", 7, texts, use_cache=False)
+    contextual.word_features("minilm", 4, texts[:1], use_cache=False)
+    assert [c[0] for c in calls] == [4, 7, 4]
+    assert not any(contextual.kind_dir("contextual").glob("*.safetensors"))

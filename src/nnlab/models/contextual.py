@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import os
+import threading
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ from nnlab.errors import NnlabError
 # the encoders `data.contextual` may name: the config declares them (a Literal), this module computes them
 ENCODERS = tuple(v for v in typing.get_args(typing.get_type_hints(KeyphraseDataConfig)["contextual"]) if v)
 BATCH_PIECES = 8192  # word pieces per encoder batch (sequences sorted by length)
+
+# the last features computed without the disk cache (`predict`'s and a server's one-off
+# texts), by content: the members of an ensemble that read the same encoder layers ask for
+# them in turn, and the encoder runs once for all of them (3 MiniLM taggers: 3.0x one
+# tagger's predict time without it; benchmarks/results/predict_ensemble.json)
+_recent: dict[tuple[str, str], list[torch.Tensor]] = {}
+_recent_lock = threading.Lock()
 
 
 def check_encoder(name: str) -> None:
@@ -66,23 +74,40 @@ def word_features(name: str, layers: int, sequences: list[list[str]], use_cache:
                   device: torch.device | None = None) -> list[torch.Tensor]:
     """(T, layers * H) fp16 features per token sequence, from the cache when there."""
     check_encoder(name)
-    path = kind_dir("contextual") / f"{cache_key(name, layers, sequences)}.safetensors"
-    if use_cache and path.is_file():
+    key, device = cache_key(name, layers, sequences), device or torch.device("cpu")
+    if not use_cache:
+        return _computed_once(key, layers, sequences, device)
+    path = kind_dir("contextual") / f"{key}.safetensors"
+    if path.is_file():
         from safetensors.torch import load_file
 
         saved = load_file(str(path))
         touch(path)
         return _split(saved["features"], saved["offsets"])
-    features = compute(layers, sequences, device or torch.device("cpu"))
-    if use_cache:
-        from safetensors.torch import save_file
+    features = compute(layers, sequences, device)
+    from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        offsets = torch.tensor([0, *torch.tensor([len(t) for t in sequences]).cumsum(0).tolist()])
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        flat = torch.cat(features) if features else torch.zeros(0, 0, dtype=torch.float16)
-        save_file({"features": flat.contiguous(), "offsets": offsets}, str(tmp))
-        tmp.replace(path)  # whole or not at all
+    path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = torch.tensor([0, *torch.tensor([len(t) for t in sequences]).cumsum(0).tolist()])
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    flat = torch.cat(features) if features else torch.zeros(0, 0, dtype=torch.float16)
+    save_file({"features": flat.contiguous(), "offsets": offsets}, str(tmp))
+    tmp.replace(path)  # whole or not at all
+    return features
+
+
+def _computed_once(key: str, layers: int, sequences: list[list[str]], device: torch.device
+                   ) -> list[torch.Tensor]:
+    """`compute`, or the same request's features when they were the last computed."""
+    where = (key, str(device))
+    with _recent_lock:
+        found = _recent.get(where)
+    if found is not None:
+        return found
+    features = compute(layers, sequences, device)
+    with _recent_lock:  # only the last: one-off texts are not kept
+        _recent.clear()
+        _recent[where] = features
     return features
 
 
