@@ -98,11 +98,15 @@ def test_select_chooses_members_and_weights_through_the_cli(runs, run_cli, tmp_p
     assert text.code == 0 and "judged on the other" in text.out
 
 
-def test_select_on_taggers_gives_valid_figures(runs, run_cli, tmp_path):
-    made = as_json(run_cli("ensemble", runs["kp0"], runs["kp1"], runs["kpsoft"], "--out",
-                           tmp_path / "kp", "--select", "4", "--json"))
-    assert made["span_f1"] == pytest.approx(max(made["selection"]["curve"]), abs=1e-9)
+@pytest.mark.parametrize(("members", "metric"), [(("kp0", "kp1", "kpsoft"), "span_f1"),
+                                                 (("img0", "img1"), "accuracy")])
+def test_select_on_taggers_and_images(runs, run_cli, tmp_path, members, metric):
+    out = tmp_path / "ens"
+    made = as_json(run_cli("ensemble", *(runs[m] for m in members), "--out", out, "--select", "4",
+                           "--json"))
+    assert made[metric] == pytest.approx(max(made["selection"]["curve"]), abs=1e-9)
     assert 0.0 <= made["selection"]["crossfit"]["selected"] <= 1.0
+    assert as_json(run_cli("evaluate", out, "--json"))[metric] == pytest.approx(made[metric], abs=1e-6)
 
 
 def test_an_ensemble_of_one_chosen_run_evaluates_as_that_run(runs, run_cli, tmp_path):
