@@ -13,8 +13,8 @@ is also run twice more, on each half of the validation examples, and judged on t
 half: the mean of those two held-out figures (`crossfit`) estimates what the procedure gives
 on unseen data, beside the same figure for every run combined equally and for the run that
 was best on the other half. Every figure here, a run alone included, is of outputs combined
-by the ensemble's rule (a tagger alone under `mean-marginals` is decoded from its marginals). Only members' outputs are recomputed: none (every member's
-outputs on the whole split are computed once, then cut into halves).
+by the ensemble's rule (a tagger alone under `mean-marginals` is decoded from its marginals).
+No member's outputs are computed twice: those on the whole split are cut into the halves.
 """
 
 from __future__ import annotations
