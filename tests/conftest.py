@@ -122,7 +122,8 @@ def png_bytes(size=(32, 32)) -> bytes:
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Tiny finished runs on the generated data: two seeds of a model per task, a second model
-    per text task, and a tagger on other tags (BIO, the recipe tags BIOES) to be refused."""
+    per text task, a tagger on other tags (BIO, the recipe tags BIOES) to be refused, and a
+    model per text task on another vocabulary (its own graph inputs)."""
     from rich.console import Console
 
     from nnlab import experiment
@@ -137,9 +138,11 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             ("kp1", "keyphrase", "bilstm-crf", ["data.limit=60", "train.seed=1"]),
             ("kpsoft", "keyphrase", "bilstm", ["data.limit=60"]),
             ("kpbio", "keyphrase", "bilstm-crf", ["data.limit=60", "data.encoding=bio"]),
+            ("kpvocab", "keyphrase", "bilstm-crf", ["data.limit=30"]),  # another vocabulary
             ("sim0", "similarity", "lstm", ["data.limit=300", "train.seed=0"]),
             ("sim1", "similarity", "lstm", ["data.limit=300", "train.seed=1"]),
-            ("simrnn", "similarity", "rnn", ["data.limit=300"])):
+            ("simrnn", "similarity", "rnn", ["data.limit=300"]),
+            ("simvocab", "similarity", "lstm", ["data.limit=120"])):  # another vocabulary
         cfg = experiment.resolve_config(task, model, data="generated", epochs=2, sets=sets)
         experiment.train_run(cfg, root / name, quiet, progress=False)
         found[name] = root / name

@@ -153,6 +153,35 @@ def test_onnx_graph_holds_every_member_and_the_rule(runs, run_cli, tmp_path):
     assert meta["crf"] is not None and meta["decode"].startswith("viterbi")
 
 
+def test_members_reading_pairs_otherwise_export_with_input_sets(runs, run_cli, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    folder = tmp_path / "sim"
+    assert run_cli("ensemble", runs["sim0"], runs["simvocab"], "--out", folder, "--weights", "3,1").code == 0
+    r = run_cli("export", folder, "--out", tmp_path / "sim.onnx")
+    assert r.code == 0, r.err
+    meta = json.loads((tmp_path / "sim.json").read_text())
+    sets = meta["input_sets"]
+    assert [s["inputs"] for s in sets] == [[f"set{k}_{n}" for n in ("a", "a_len", "b", "b_len")]
+                                           for k in (0, 1)]
+    assert sets[0]["vocabulary"] != sets[1]["vocabulary"] and "vocabulary" not in meta
+    assert meta["score_range"] and meta["parity"]["same_predictions"]
+    # the graph against the members by hand: each on its own set of inputs, weighted 3:1
+    combined = ensemble.load(folder, "cpu")
+    specs = [m.task.export_spec(m.model) for m in combined.members]
+    x = [s.inputs(4, torch.Generator().manual_seed(3 + i)) for i, s in enumerate(specs)]
+    with torch.no_grad():
+        by_hand = 0.75 * specs[0].module(*x[0].values()) + 0.25 * specs[1].module(*x[1].values())
+    feed = {f"set{i}_{k}": v.numpy() for i in (0, 1) for k, v in x[i].items()}
+    session = ort.InferenceSession(str(tmp_path / "sim.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, feed)[0] - by_hand.numpy()).max() < 1e-4
+    # taggers' emissions are per word of their inputs: members reading words otherwise are refused
+    kp = tmp_path / "kp"
+    made = run_cli("ensemble", runs["kp0"], runs["kpvocab"], "--out", kp, "--rule", "mean-emissions")
+    assert made.code == 0
+    one_line(run_cli("export", kp, "--out", tmp_path / "kp.onnx"), "kpvocab", "vocabulary differs")
+    assert not (tmp_path / "kp.onnx").exists()
+
+
 def test_serving_an_ensemble_answers_as_predict_does(runs, run_cli, tmp_path):
     from fastapi.testclient import TestClient
 

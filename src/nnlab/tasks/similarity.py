@@ -368,8 +368,10 @@ class SimilarityTask(TextTask):
 
     def ensemble_spec(self, specs: list[ExportSpec], weights: list[float], rule: str,
                       names: list[str]) -> ExportSpec:
-        """One graph: the weighted mean of the members' scores."""
-        return combined_spec(specs, weights, names, weighted_sum)
+        """One graph: the weighted mean of the members' scores. A score has no axis of the
+        inputs', so members that read pairs otherwise (word pieces, another vocabulary) join
+        with input sets of their own."""
+        return combined_spec(specs, weights, names, weighted_sum, separate_inputs=True)
 
     def combine(self, outputs: list[torch.Tensor], weights: list[float], rule: str) -> torch.Tensor:
         return weighted_sum(outputs, weights)
@@ -409,8 +411,10 @@ class SimilarityTask(TextTask):
             low_id, id_count, shortest = minilm.SEP + 1, minilm.tokenizer().get_vocab_size(), 3
             meta = {"score_range": [lo, hi], "encoder": self._info.wordpieces,
                     "input": "a, b: int64 (batch, pieces), the ids that the tokenizer beside the "
-                             "graph (FILE.tokenizer.json, for the `tokenizers` library) gives each "
-                             f"sentence, [CLS] {minilm.CLS} ... [SEP] {minilm.SEP}, 0 for padding; "
+                             "graph (FILE.tokenizer.json, for the `tokenizers` library; turn off "
+                             "the file's padding and truncation to 128 with no_padding() and "
+                             "no_truncation()) gives each sentence, "
+                             f"[CLS] {minilm.CLS} ... [SEP] {minilm.SEP}, 0 for padding; "
                              "a_len, b_len: int64 (batch,), their lengths with [CLS] and [SEP]. "
                              f"The encoder reads {minilm.WINDOW} positions: a bi-encoder's "
                              "sentences at most that many pieces each, a cross-encoder's pair "
