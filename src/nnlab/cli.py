@@ -92,9 +92,13 @@ def evaluate(
     for line in kind.format_evaluation(result):
         out.print(line)
     if "members" in result:  # an ensemble: its members on the same examples
-        metric = kind.main_metric
-        out.print(f"  members ({result['rule']}): "
-                  + ", ".join(f"{m['model']} {m[metric]:.4f}" for m in result["members"])
+        metric, members = kind.main_metric, result["members"]
+        weighed = len({round(m["weight"], 6) for m in members}) > 1
+
+        def member(m: dict) -> str:
+            return f"{m['model']} {m[metric]:.4f}" + (f" (weight {m['weight']:.2f})" if weighed else "")
+
+        out.print(f"  members ({result['rule']}): " + ", ".join(member(m) for m in members)
                   + f"; mean {result['mean_member']:.4f}, gain {result['gain']:+.4f}")
 
 
