@@ -299,6 +299,11 @@ pairs = [["rnn, dynamic lr", "rnn, constant lr"]]
         member_mean = (scores[f"{folder}-seed0"] + scores[f"{folder}-seed1"]) / 2
         assert made["mean_member"] == pytest.approx(member_mean, abs=1e-6)
         assert f"{made['gain']:+.4f}" in md
+    # and the ensemble selected among all four runs, its held-out estimate in the notes
+    chosen = json.loads((out / "ensembles" / "selected" / "summary.json").read_text())["val"]
+    assert len(chosen["selection"]["candidates"]) == 4
+    assert "| selected among all 4 runs |" in md and "Chosen on one half of validation" in md
+    assert f"selected {chosen['selection']['crossfit']['selected']:.4f}" in md
     # patience 0: the plateau schedule cuts after every epoch without improvement, and says so
     assert "The plateau schedule cut the learning rate" in md
     rebuilt = tmp_path / "rebuilt"

@@ -314,32 +314,53 @@ def _run_variants(study: Study, budget: str, found: str, out: Path, console: Con
     return report
 
 
+SELECT_STEPS = 12  # ensemble selection over every run of a study (nnlab.ensemble_select)
+
+
 def _ensembles_of_seeds(study: Study, jobs: list[Job], out: Path, console: Console,
                         notes: list[str]) -> list[Section]:
-    """Each variant's finished seeds as an ensemble in out/ensembles/<variant>, rewritten on
-    every run; the report's table: its validation figure beside its members' mean and best."""
+    """Each variant's finished seeds as an ensemble in out/ensembles/<variant>, and the
+    ensemble selected among all the study's finished runs in out/ensembles/selected, rewritten
+    on every run; the report's table: each one's validation figure beside its members' mean
+    and best (the selection's held-out estimate goes to the notes)."""
     kind = tasks.get(study.task)
     metric, rows = kind.main_metric, []
+
+    def row(name: str, members: list[Path], folder: str, select: int = 0) -> dict | None:
+        try:
+            made = ensemble.create([str(p) for p in members], out / "ensembles" / folder,
+                                   replace=True, select=select)
+        except NnlabError as e:
+            console.print(f"[yellow]{escape(name)}: no ensemble ({escape(str(e))})[/]")
+            notes.append(f"No ensemble of {name!r}: {e}.")
+            return None
+        values = [m[metric] for m in made["members"]]
+        rows.append([name, str(len(made["members"])), fmt(made[metric]), fmt(made["mean_member"]),
+                     fmt(max(values) if kind.higher_is_better else min(values)),
+                     f"{made['gain']:+.4f}", made["rule"]])
+        return made
+
+    every: list[Path] = []
     for v in study.variants:
         members = [_variant_path(out, j.folder) for j in jobs if j.variant.name == v.name]
         members = [p for p in members if RunDir(p).finished]
-        if len(members) < 2:
-            continue
-        try:
-            made = ensemble.create([str(p) for p in members], out / "ensembles" / v.folder,
-                                   replace=True)
-        except NnlabError as e:
-            console.print(f"[yellow]{escape(v.name)}: no ensemble ({escape(str(e))})[/]")
-            notes.append(f"No ensemble of {v.name!r}: {e}.")
-            continue
-        values = [m[metric] for m in made["members"]]
-        rows.append([v.name, str(len(members)), fmt(made[metric]), fmt(made["mean_member"]),
-                     fmt(max(values) if kind.higher_is_better else min(values)),
-                     f"{made['gain']:+.4f}", made["rule"]])
+        every += members
+        if len(members) >= 2:
+            row(v.name, members, v.folder)
+    if len(study.variants) > 1 and len(every) >= 3:
+        made = row(f"selected among all {len(every)} runs", every, "selected", SELECT_STEPS)
+        if made is not None:
+            held = made["selection"]["crossfit"]
+            notes.append(
+                f"The selected ensemble (ensembles/selected) was chosen on validation by "
+                f"{SELECT_STEPS} steps of forward selection, so its figure above flatters it. "
+                f"Chosen on one half of validation and judged on the other, both ways: selected "
+                f"{fmt(held['selected'])}, every run equally {fmt(held['all_equal'])}, the best run "
+                f"{fmt(held['best_run'])}.")
     if not rows:
         return []
     return [Section(f"Ensembles of each variant's seeds (validation {kind.label(metric)})",
-                    ["variant", "seeds", "ensemble", "mean member", "best member",
+                    ["variant", "runs", "ensemble", "mean member", "best member",
                      "gain over the mean", "rule"], rows)]
 
 
