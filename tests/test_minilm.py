@@ -397,22 +397,24 @@ def test_best_configs_name_the_measured_models():
 
 
 def test_one_off_features_are_computed_once_for_an_ensembles_members(monkeypatch):
-    """Members reading the same layers ask for the same texts' features in turn: the encoder
-    runs once; other texts or other layers run it again, and nothing goes to the disk cache."""
+    """Members ask for the same texts' features in turn, each its own top layers: the encoder
+    runs once for every layer, each member gets its slice; other texts run it again, and
+    nothing goes to the disk cache."""
     from nnlab.models import contextual
 
-    calls = []
+    calls, width = [], contextual.feature_dim("minilm")
 
-    def fake_compute(layers, sequences, device):
-        calls.append((layers, [list(s) for s in sequences]))
-        return [torch.full((len(s), layers), float(len(calls))) for s in sequences]
+    def fake_compute(layers, sequences, device):  # column blocks numbered by layer
+        calls.append(layers)
+        return [torch.arange(layers).repeat_interleave(width).expand(len(s), -1).half() for s in sequences]
 
     monkeypatch.setattr(contextual, "compute", fake_compute)
     texts = [["keyphrase", "extraction"], ["neural", "networks", "here"]]
-    first = contextual.word_features("minilm", 4, texts, use_cache=False)
-    again = contextual.word_features("minilm", 4, [list(t) for t in texts], use_cache=False)
-    assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    contextual.word_features("minilm", 7, texts, use_cache=False)
+    top4 = contextual.word_features("minilm", 4, texts, use_cache=False)
+    every = contextual.word_features("minilm", 7, [list(t) for t in texts], use_cache=False)
+    assert calls == [7]  # the encoder's 6 layers and its embeddings, once
+    assert [f.shape for f in top4] == [(2, 4 * width), (3, 4 * width)]
+    assert top4[1][0, ::width].tolist() == [3, 4, 5, 6] and every[0][0, ::width].tolist() == list(range(7))
     contextual.word_features("minilm", 4, texts[:1], use_cache=False)
-    assert [c[0] for c in calls] == [4, 7, 4]
+    assert calls == [7, 7]
     assert not any(contextual.kind_dir("contextual").glob("*.safetensors"))

@@ -42,9 +42,10 @@ ENCODERS = tuple(v for v in typing.get_args(typing.get_type_hints(KeyphraseDataC
 BATCH_PIECES = 8192  # word pieces per encoder batch (sequences sorted by length)
 
 # the last features computed without the disk cache (`predict`'s and a server's one-off
-# texts), by content: the members of an ensemble that read the same encoder layers ask for
-# them in turn, and the encoder runs once for all of them (3 MiniLM taggers: 3.0x one
-# tagger's predict time without it; benchmarks/results/predict_ensemble.json)
+# texts), by content, for every layer the encoder has: the members of an ensemble ask for the
+# same texts in turn, and the encoder runs once for all of them, whatever top layers each
+# reads (a slice; the encoder runs every layer anyway). 3 MiniLM taggers: 3.0x one tagger's
+# predict time without it, 1.3x with it (benchmarks/results/predict_ensemble.json)
 _recent: dict[tuple[str, str], list[torch.Tensor]] = {}
 _recent_lock = threading.Lock()
 
@@ -58,6 +59,12 @@ def feature_dim(name: str) -> int:
     """Width of one layer's feature (the tagger's input gains this many dimensions)."""
     check_encoder(name)
     return int(json.loads((minilm.model_dir() / "config.json").read_text())["hidden_size"])
+
+
+def layer_count(name: str) -> int:
+    """How many layers' states the encoder has: its embeddings' and each transformer layer's."""
+    check_encoder(name)
+    return int(json.loads((minilm.model_dir() / "config.json").read_text())["num_hidden_layers"]) + 1
 
 
 def cache_key(name: str, layers: int, sequences: list[list[str]], kind: str = "words") -> str:
@@ -76,7 +83,7 @@ def word_features(name: str, layers: int, sequences: list[list[str]], use_cache:
     check_encoder(name)
     key, device = cache_key(name, layers, sequences), device or torch.device("cpu")
     if not use_cache:
-        return _computed_once(key, layers, sequences, device)
+        return _computed_once(name, layers, sequences, device)
     path = kind_dir("contextual") / f"{key}.safetensors"
     if path.is_file():
         from safetensors.torch import load_file
@@ -96,19 +103,22 @@ def word_features(name: str, layers: int, sequences: list[list[str]], use_cache:
     return features
 
 
-def _computed_once(key: str, layers: int, sequences: list[list[str]], device: torch.device
+def _computed_once(name: str, layers: int, sequences: list[list[str]], device: torch.device
                    ) -> list[torch.Tensor]:
-    """`compute`, or the same request's features when they were the last computed."""
-    where = (key, str(device))
+    """`compute`'s features of the top `layers` layers: a slice of every layer's features,
+    computed unless they were the last computed (identical values: each column is pooled on
+    its own)."""
+    every = layer_count(name)
+    where = (cache_key(name, every, sequences), str(device))
     with _recent_lock:
         found = _recent.get(where)
-    if found is not None:
-        return found
-    features = compute(layers, sequences, device)
-    with _recent_lock:  # only the last: one-off texts are not kept
-        _recent.clear()
-        _recent[where] = features
-    return features
+    if found is None:
+        found = compute(every, sequences, device)
+        with _recent_lock:  # only the last: one-off texts are not kept
+            _recent.clear()
+            _recent[where] = found
+    width = layers * feature_dim(name)
+    return [f[:, -width:] for f in found]  # (T, layers * H): the top layers, as `compute` orders them
 
 
 @functools.lru_cache(maxsize=2)
