@@ -40,6 +40,10 @@ def test_greedy_adds_with_replacement_and_keeps_the_best_prefix():
     assert flipped.counts == [2, 1]
     # one step: the best run alone
     assert ensemble_select.greedy(2, pearson_of(preds, gold), 1, True).counts == [1, 0]
+    # a constant run's correlation is undefined (nan): worst of all, never the start
+    constant = torch.stack([torch.full((4,), 2.0, dtype=torch.float64), b])
+    with_nan = ensemble_select.greedy(2, pearson_of(constant, gold), 3, True)
+    assert with_nan.picks[0] == 1 and with_nan.curve[0] == pytest.approx(pearson_of(preds, gold)([0, 1]))
 
 
 @settings(max_examples=40, deadline=None)

@@ -244,6 +244,7 @@ def _selected(candidates: Ensemble, steps: int) -> tuple[Ensemble, dict[str, Any
     task, rule = candidates.task, candidates.rule
     metric, higher = task.main_metric, task.higher_is_better
     examples, where = task.labelled(None, "val")
+    ensemble_select.check_examples(len(examples), where)
     outputs, gold = candidates.member_outputs(examples, where)
 
     def judged(outs: list[Any], data: Any, counts: list[int]) -> float:

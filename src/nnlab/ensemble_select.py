@@ -19,6 +19,7 @@ No member's outputs are computed twice: those on the whole split are cut into th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,14 @@ from nnlab.errors import NnlabError
 
 SPLIT_SEED = 0  # the halves of the validation split for the held-out estimate
 MAX_STEPS = 200
+MIN_EXAMPLES = 10  # validation examples below which halves of 5 say nothing
+
+
+def _ordered(higher_is_better: bool) -> Callable[[float], float]:
+    """A sort key: better figures larger; an undefined figure (a constant prediction's
+    correlation) worst of all."""
+    sign = 1.0 if higher_is_better else -1.0
+    return lambda v: -math.inf if math.isnan(v) else sign * v
 
 
 @dataclass
@@ -45,6 +54,12 @@ class Selection:
         return [i for i, c in enumerate(self.counts) if c > 0]
 
 
+def check_examples(n: int, where: str) -> None:
+    if n < MIN_EXAMPLES:
+        raise NnlabError(f"--select: {where} holds {n} validation examples; selection judges "
+                         f"halves of them and needs {MIN_EXAMPLES} or more")
+
+
 def check_steps(steps: int, candidates: int) -> None:
     if not 1 <= steps <= MAX_STEPS:
         raise NnlabError(f"--select {steps}: the number of selection steps, 1 to {MAX_STEPS}")
@@ -57,22 +72,22 @@ def greedy(candidates: int, score: Callable[[list[int]], float], steps: int,
     """Forward selection with replacement over `candidates` runs; `score(counts)` is the
     validation figure of the ensemble weighted by `counts`. The best of the ensembles seen
     (earliest on ties: fewer steps, fewer members) is returned."""
-    sign = 1.0 if higher_is_better else -1.0
+    better = _ordered(higher_is_better)
 
     def one_hot(i: int) -> list[int]:
         return [int(j == i) for j in range(candidates)]
 
     singles = [score(one_hot(i)) for i in range(candidates)]
-    first = max(range(candidates), key=lambda i: sign * singles[i])  # the first best on ties
+    first = max(range(candidates), key=lambda i: better(singles[i]))  # the first best on ties
     counts, curve, picks = one_hot(first), [singles[first]], [first]
     best = (curve[0], list(counts), 1)
     for _ in range(steps - 1):
         trials = [score([c + (j == i) for j, c in enumerate(counts)]) for i in range(candidates)]
-        pick = max(range(candidates), key=lambda i: sign * trials[i])
+        pick = max(range(candidates), key=lambda i: better(trials[i]))
         counts[pick] += 1
         curve.append(trials[pick])
         picks.append(pick)
-        if sign * trials[pick] > sign * best[0]:
+        if better(trials[pick]) > better(best[0]):
             best = (trials[pick], list(counts), len(curve))
     return Selection(best[1], curve[: best[2]], picks[: best[2]])
 
@@ -90,7 +105,7 @@ def crossfit(n: int, judge_part: Callable[[list[int], list[int]], float], candid
     `judge_part(indices, counts)` judges an ensemble on those examples; `select_on(indices)`
     runs the selection on them. Each figure is the mean over the two halves of an ensemble
     chosen on the other half."""
-    sign = 1.0 if higher_is_better else -1.0
+    better = _ordered(higher_is_better)
     a, b = halves(n)
     figures: dict[str, list[float]] = {"selected": [], "all_equal": [], "best_run": []}
     for chosen_on, judged_on in ((a, b), (b, a)):
@@ -99,7 +114,7 @@ def crossfit(n: int, judge_part: Callable[[list[int], list[int]], float], candid
         figures["all_equal"].append(judge_part(judged_on, [1] * candidates))
         singles = [judge_part(chosen_on, [int(j == i) for j in range(candidates)])
                    for i in range(candidates)]
-        best = max(range(candidates), key=lambda i: sign * singles[i])
+        best = max(range(candidates), key=lambda i: better(singles[i]))
         figures["best_run"].append(judge_part(judged_on, [int(j == best) for j in range(candidates)]))
     return {k: sum(v) / len(v) for k, v in figures.items()} | {"halves": [len(a), len(b)]}
 
