@@ -61,6 +61,14 @@ def test_greedy_is_never_below_its_best_run_where_it_chose(candidates, steps, se
     assert sum(found.counts) == len(found.curve) <= steps
 
 
+def test_too_few_validation_examples_to_halve_are_refused():
+    from nnlab.errors import NnlabError
+
+    with pytest.raises(NnlabError, match=r"holds 9 validation examples.*10 or more"):
+        ensemble_select.check_examples(9, "data/tiny")
+    ensemble_select.check_examples(10, "data/small")
+
+
 def test_crossfit_judges_each_half_by_what_the_other_half_chose():
     a, b = ensemble_select.halves(10)
     assert sorted(a + b) == list(range(10)) and len(a) == 5 and not set(a) & set(b)
