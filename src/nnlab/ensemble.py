@@ -91,8 +91,10 @@ class Ensemble:
         return self.judged(outputs, gold, examples, where, split, details, alone)
 
     def judged(self, outputs: list[Any], gold: Any, examples: Any, where: str, split: str,
-               details: bool, alone: bool = True) -> dict[str, Any]:
-        """`evaluate`'s result from the members' outputs on `examples`."""
+               details: bool, alone: bool = True, figures: list[float] | None = None
+               ) -> dict[str, Any]:
+        """`evaluate`'s result from the members' outputs on `examples` (`figures`: the
+        members' own main figures, when already judged)."""
         task = self.task
         result = task.judge(task.combine(outputs, self.weights, self.rule),  # type: ignore[attr-defined]
                             gold, details)
@@ -102,7 +104,8 @@ class Ensemble:
         if not alone:
             return result
         metric = task.main_metric
-        figures = [task.judge(out, gold)[metric] for out in outputs]  # type: ignore[attr-defined]
+        if figures is None:
+            figures = [task.judge(out, gold)[metric] for out in outputs]  # type: ignore[attr-defined]
         mean = sum(figures) / len(figures)
         result["members"] = [{"run": str(m.run.path), "model": m.task.cfg.model.name,
                               "seed": m.task.cfg.train.seed, "weight": m.weight, metric: value}
@@ -276,8 +279,9 @@ def _selected(candidates: Ensemble, steps: int) -> tuple[Ensemble, dict[str, Any
     for i, m in zip(chosen, members, strict=True):
         m.weight = weights[i]
     ensemble = Ensemble(candidates.path, rule, members)
-    result = ensemble.judged([outputs[i] for i in chosen], gold, examples, where, "val", False)
     singles = [task.judge(o, gold)[metric] for o in outputs]  # type: ignore[attr-defined]
+    result = ensemble.judged([outputs[i] for i in chosen], gold, examples, where, "val", False,
+                             figures=[singles[i] for i in chosen])
     result["selection"] = {
         "steps": steps, "chosen": len(chosen), "counts": selection.counts,
         "curve": selection.curve, "picks": selection.picks, "crossfit": estimate,
@@ -287,14 +291,15 @@ def _selected(candidates: Ensemble, steps: int) -> tuple[Ensemble, dict[str, Any
     return ensemble, result
 
 
-def _members_raw(folder: Path) -> list[dict[str, Any]]:
+def _read(folder: Path) -> tuple[dict[str, Any], list[Any]]:
+    """The ensemble file and its members' entries, checked for version and members."""
     where = folder / FILE
     saved = read_json(where)
     members_raw = saved.get("members")
     if saved.get("nnlab_ensemble") != VERSION or not isinstance(members_raw, list) or not members_raw:
         raise NnlabError(f"{where}: not an nnlab ensemble file (version {VERSION}, one member or "
                          "more)")
-    return members_raw
+    return saved, members_raw
 
 
 def _member_folder(folder: Path, raw: Any, i: int) -> Path:
@@ -317,15 +322,16 @@ def first_task(path: str | Path, device: str = "auto") -> Task:
     """The task of an ensemble's first member, no model loaded: `predict` reads its inputs
     with it, so a mistake in them is told before any member is loaded."""
     folder = Path(path)
-    return open_run(_member_folder(folder, _members_raw(folder)[0], 1), device)[2]
+    return open_run(_member_folder(folder, _read(folder)[1][0], 1), device)[2]
 
 
 def load(path: str | Path, device: str = "auto") -> Ensemble:
     """An ensemble folder's members loaded, each checked against the sha256 it was written with."""
     folder = Path(path)
     where = folder / FILE
+    saved, members_raw = _read(folder)
     members = []
-    for i, raw in enumerate(_members_raw(folder), start=1):
+    for i, raw in enumerate(members_raw, start=1):
         run = _member_folder(folder, raw, i)
         now = file_hashes(run)
         changed = [name for name in HASHED if now[name] != raw["sha256"].get(name)]
@@ -337,7 +343,7 @@ def load(path: str | Path, device: str = "auto") -> Ensemble:
     for m in members:  # fractions, whatever a hand-edited file holds
         m.weight /= total
     _check_members(members)
-    rule = read_json(where).get("rule")
+    rule = saved.get("rule")
     if rule not in members[0].task.ensemble_rules:  # type: ignore[attr-defined]
         raise NnlabError(f"{where}: rule {rule!r} is not one of the task's")
     return Ensemble(folder, rule, members)

@@ -55,12 +55,14 @@ def check_encoder(name: str) -> None:
         raise NnlabError(f"data.contextual: unknown encoder {name!r} ({', '.join(ENCODERS)}, or '' for none)")
 
 
+@functools.cache  # read on every one-off request (`_computed_once`): the file never changes
 def feature_dim(name: str) -> int:
     """Width of one layer's feature (the tagger's input gains this many dimensions)."""
     check_encoder(name)
     return int(json.loads((minilm.model_dir() / "config.json").read_text())["hidden_size"])
 
 
+@functools.cache
 def layer_count(name: str) -> int:
     """How many layers' states the encoder has: its embeddings' and each transformer layer's."""
     check_encoder(name)
